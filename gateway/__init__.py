@@ -1,0 +1,3 @@
+"""A Fast-compatible ERP sync gateway."""
+
+__version__ = "0.1.0"

