@@ -23,8 +23,8 @@ class CliError(Exception):
 
 def _read_password(args: argparse.Namespace) -> str:
     if args.password:
-        return args.password
-    if args.password_stdin or not sys.stdin.isatty():
+        password = args.password
+    elif args.password_stdin or not sys.stdin.isatty():
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = getpass.getpass("Password: ")

@@ -134,13 +134,11 @@ def _date(body: dict[str, Any], name: str) -> dt.date | None:
     if value in (None, ""):
         return None
     try:
-        return dt.date.fromisoformat(value) if isinstance(value, str) else _raise()
+        if isinstance(value, str):
+            return dt.date.fromisoformat(value)
     except ValueError:
-        raise BadRequest(f"Field '{name}' must be a date yyyy-MM-dd, got {value!r}", field=name) from None
-
-
-def _raise() -> Any:
-    raise ValueError
+        pass
+    raise BadRequest(f"Field '{name}' must be a date yyyy-MM-dd, got {value!r}", field=name)
 
 
 def _limit(body: dict[str, Any]) -> int:
@@ -286,9 +284,11 @@ async def get(pool: asyncpg.Pool, form: MasterForm, tenant_id: int, body: dict[s
             *sql.where,
         ])
         query = (f"SELECT {select}, deleted, change_xid::text AS _xid, change_seq AS _seq FROM {table}"
-                 f" WHERE {where} ORDER BY change_xid, change_seq LIMIT {sql.bind(limit)}")
+                 f" WHERE {where} ORDER BY change_xid, change_seq LIMIT {sql.bind(limit + 1)}")
         async with pool.acquire() as conn:
             rows = await conn.fetch(query, *sql.params)
+        more = len(rows) > limit
+        rows = rows[:limit]
         data = []
         for r in rows:
             if r["deleted"]:
@@ -298,7 +298,7 @@ async def get(pool: asyncpg.Pool, form: MasterForm, tenant_id: int, body: dict[s
             item["Deleted"] = r["deleted"]
             data.append(item)
         next_since = f"{rows[-1]['_xid']}.{rows[-1]['_seq']}" if rows else f"{xid}.{seq}"
-        return {"records": len(data), "data": data, "next_since": next_since, "more": len(rows) == limit}
+        return {"records": len(data), "data": data, "next_since": next_since, "more": more}
 
     order = _order(form, body.get("order_by"))
     sig = _order_sig(form, order)

@@ -1,0 +1,50 @@
+"""The HTTP surface: health, routing errors, request ids and the canonical envelope on every answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from conftest import assert_envelope
+
+
+async def test_healthz_and_readyz(client: httpx.AsyncClient) -> None:
+    assert assert_envelope(await client.get("/healthz"))["status"] == "up"
+    assert assert_envelope(await client.get("/readyz"))["status"] == "ready"
+
+
+async def test_readyz_is_503_when_the_database_is_gone(app: Any, client: httpx.AsyncClient) -> None:
+    await app.state.gateway.pool.close()
+    resp = await client.get("/readyz")
+    body = assert_envelope(resp)
+    assert resp.status_code == 503 and body["code"] == 503
+
+
+async def test_unknown_path_and_wrong_method_use_the_envelope(client: httpx.AsyncClient) -> None:
+    resp = await client.post("/api/Nothing", json={})
+    assert resp.status_code == 404 and assert_envelope(resp)["code"] == 404
+    resp = await client.get("/api/SyncData")
+    assert resp.status_code == 405 and assert_envelope(resp)["code"] == 405
+
+
+async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
+    resp = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert resp.headers["x-request-id"] == "abc-123"
+    resp = await client.get("/healthz", headers={"X-Request-ID": "bad id with spaces\x01"})
+    assert resp.headers["x-request-id"] != "bad id with spaces\x01" and len(resp.headers["x-request-id"]) == 32
+
+
+async def test_unknown_form_lists_the_known_ones_per_endpoint(client: httpx.AsyncClient, token: str) -> None:
+    resp = await client.post("/api/GetData", json={"form": "getNothing"}, headers={"Authorization": token})
+    body = assert_envelope(resp)
+    assert body["code"] == 201 and "getCustomer" in body["forms"]
+    assert all(name.startswith("get") for name in body["forms"])
+
+
+async def test_database_failure_mid_request_is_a_canonical_503(app: Any, client: httpx.AsyncClient,
+                                                              token: str) -> None:
+    await app.state.gateway.pool.close()
+    resp = await client.post("/api/GetData", json={"form": "getCustomer"}, headers={"Authorization": token})
+    body = assert_envelope(resp)
+    assert resp.status_code == 503 and body["code"] == 503

@@ -1,0 +1,147 @@
+"""getToken and the token life cycle."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import statistics
+import time
+
+import asyncpg
+import httpx
+import jwt
+
+from conftest import PASSWORD, add_user, assert_envelope, login
+from gateway.auth import TokenService
+
+INVALID = {"success": False, "messages": "Invalid username or password", "code": 401}
+
+
+async def _sync(client: httpx.AsyncClient, auth_header: str | None) -> httpx.Response:
+    headers = {"Authorization": auth_header} if auth_header is not None else {}
+    return await client.post("/api/SyncData", headers=headers,
+                             json={"form": "setCustomer", "data": [{"CustomerCode": "A", "CustomerName": "a"}]})
+
+
+async def test_get_token_returns_seed_shape_with_utc_expiry(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    await add_user(db, "alice")
+    before = dt.datetime.now(dt.timezone.utc)
+    resp = await client.post("/api/getToken", json={"username": "alice", "password": PASSWORD})
+    body = assert_envelope(resp)
+    assert body["success"] is True and body["code"] == 200 and body["messages"] == "Success"
+    assert set(body["token"]) == {"accesstoken", "expires"}
+    assert body["token"]["expires"].endswith("Z")
+    expires = dt.datetime.strptime(body["token"]["expires"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    assert dt.timedelta(hours=23, minutes=59) < expires - before <= dt.timedelta(hours=24, seconds=1)
+
+
+async def test_token_claims_are_complete_and_signed_hs256(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    await add_user(db, "alice", role="reader", tenant="north")
+    token = await login(client, "alice")
+    header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    assert header["alg"] == "HS256"
+    claims = jwt.decode(token, "s" * 40, algorithms=["HS256"], audience="erp-sync-api")
+    assert claims["sub"] == "alice" and claims["tenant"] == "north" and claims["role"] == "reader"
+    assert claims["iss"] == "erp-sync-gateway" and claims["aud"] == "erp-sync-api"
+    assert claims["exp"] - claims["iat"] == 24 * 3600
+    assert len(claims["jti"]) >= 16
+
+
+async def test_unknown_user_wrong_password_and_disabled_user_get_the_same_401(
+        client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    await add_user(db, "alice")
+    await add_user(db, "bob")
+    await db.execute("UPDATE app_user SET disabled = true WHERE username = 'bob'")
+    for creds in ({"username": "nobody", "password": PASSWORD}, {"username": "alice", "password": "wrong"},
+                  {"username": "bob", "password": PASSWORD}):
+        resp = await client.post("/api/getToken", json=creds)
+        assert resp.status_code == 401
+        assert resp.json() == INVALID
+
+
+async def test_unknown_user_costs_as_much_as_a_wrong_password(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    # Both paths verify one argon2 hash; an unknown user must not answer measurably faster (user probing).
+    await add_user(db, "alice")
+
+    async def median(username: str) -> float:
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            await client.post("/api/getToken", json={"username": username, "password": "wrong"})
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    known, unknown = await median("alice"), await median("nobody")
+    assert unknown > known * 0.5, (known, unknown)
+
+
+async def test_get_token_bad_bodies_are_400(client: httpx.AsyncClient) -> None:
+    for content in (b"not json", b"[]", b'{"username": "a"}', b'{"username": 1, "password": 2}', b""):
+        resp = await client.post("/api/getToken", content=content)
+        body = assert_envelope(resp)
+        assert resp.status_code == 400 and body["code"] == 400
+
+
+async def test_authorization_header_works_bare_and_with_bearer(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    await add_user(db, "alice")
+    token = await login(client, "alice")
+    assert (await _sync(client, token)).status_code == 200
+    assert (await _sync(client, f"Bearer {token}")).status_code == 200
+    assert (await _sync(client, f"bearer  {token}")).status_code == 200
+
+
+async def test_missing_expired_tampered_unsigned_and_foreign_tokens_get_401(
+        client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    await add_user(db, "alice")
+    token = await login(client, "alice")
+    service = TokenService("s" * 40, 3600, "erp-sync-gateway", "erp-sync-api")
+    expired = service.issue("alice", "acme", "writer",
+                            now=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)).token
+    head, payload, sig = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["role"] = "admin"
+    forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    tampered = f"{head}.{forged_payload}.{sig}"
+    unsigned = jwt.encode(claims, None, algorithm="none")
+    foreign = TokenService("x" * 40, 3600, "erp-sync-gateway", "erp-sync-api").issue("alice", "acme", "writer").token
+    wrong_audience = TokenService("s" * 40, 3600, "erp-sync-gateway", "other").issue("alice", "acme", "writer").token
+    for bad in (None, "", "Bearer", "garbage", expired, tampered, unsigned, foreign, wrong_audience):
+        resp = await _sync(client, bad)
+        body = assert_envelope(resp)
+        assert resp.status_code == 401 and body["code"] == 401, bad
+    assert await db.fetchval("SELECT count(*) FROM customer") == 0
+
+
+async def test_disabling_a_user_or_changing_the_password_ends_its_tokens(
+        client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    await add_user(db, "alice")
+    await add_user(db, "bob")
+    alice, bob = await login(client, "alice"), await login(client, "bob")
+    # Tokens count whole seconds: make the change land in a later second than the issue.
+    await db.execute("UPDATE app_user SET tokens_valid_after = now() + interval '1 second',"
+                     " disabled = (username = 'alice')")
+    assert (await _sync(client, alice)).status_code == 401
+    assert (await _sync(client, bob)).status_code == 401
+
+
+async def test_reader_role_may_get_but_not_sync(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    await add_user(db, "viewer", role="reader")
+    token = await login(client, "viewer")
+    resp = await _sync(client, token)
+    body = assert_envelope(resp)
+    assert resp.status_code == 403 and body["code"] == 403
+    assert await db.fetchval("SELECT count(*) FROM customer") == 0
+    got = await client.post("/api/GetData", json={"form": "getCustomer"}, headers={"Authorization": token})
+    assert assert_envelope(got)["records"] == 0
+
+
+async def test_tenants_do_not_see_each_other(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    await add_user(db, "alice", tenant="north")
+    await add_user(db, "bob", tenant="south")
+    alice, bob = await login(client, "alice"), await login(client, "bob")
+    assert (await _sync(client, alice)).status_code == 200
+    got = await client.post("/api/GetData", json={"form": "getCustomer"}, headers={"Authorization": bob})
+    assert assert_envelope(got)["records"] == 0
+    got = await client.post("/api/GetData", json={"form": "getCustomer"}, headers={"Authorization": alice})
+    assert assert_envelope(got)["records"] == 1

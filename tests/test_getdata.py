@@ -1,0 +1,211 @@
+"""GetData for catalogs: filters, fields, ordering, keyset paging and incremental pulls."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import asyncpg
+import pytest
+
+from conftest import Api, assert_envelope
+
+
+def cust(code: str, name: str, **extra: Any) -> dict[str, Any]:
+    return {"CustomerCode": code, "CustomerName": name, **extra}
+
+
+@pytest.fixture
+async def people(api: Api) -> None:
+    resp = await api.sync("setCustomer", [
+        cust("KH001", "Alpha Trading", GroupCode1="RETAIL", Status="1", SuplierYN=1),
+        cust("KH002", "beta foods", GroupCode1="WHOLESALE", Status="1"),
+        cust("KH003", "Gamma 100%_off", GroupCode1="RETAIL", Status="0"),
+        cust("KX004", "Delta", Status="1"),
+        cust("KX005", "Alphabet", GroupCode1="WHOLESALE", Status="1", EmployeeYN=1),
+    ])
+    assert resp.status_code == 200
+
+
+async def codes(api: Api, **params: Any) -> list[str]:
+    body = assert_envelope(await api.get("getCustomer", **params))
+    return [r["CustomerCode"] for r in body["data"]]
+
+
+async def test_get_returns_catalog_spelling_and_fast_envelope(api: Api, people: None) -> None:
+    body = assert_envelope(await api.get("getCustomer", Id="", dateFrom="", dateTo=""))
+    assert body["records"] == 5 and body["next_cursor"] is None
+    first = body["data"][0]
+    assert first["CustomerCode"] == "KH001" and first["CustomerName"] == "Alpha Trading"
+    assert first["SuplierYN"] == 1 and first["Status"] == "1"
+
+
+async def test_id_selects_one_record(api: Api, people: None) -> None:
+    assert await codes(api, Id="KH002") == ["KH002"]
+    assert await codes(api, Id="NOPE") == []
+
+
+async def test_filters_equality_in_list_prefix_contains_and_ranges(api: Api, people: None) -> None:
+    assert await codes(api, filters={"GroupCode1": "RETAIL"}) == ["KH001", "KH003"]
+    assert await codes(api, filters={"groupcode1": {"eq": "RETAIL"}, "Status": "1"}) == ["KH001"]
+    assert await codes(api, filters={"GroupCode1": {"in": ["RETAIL", "WHOLESALE"]}}) == \
+        ["KH001", "KH002", "KH003", "KX005"]
+    assert await codes(api, filters={"CustomerCode": {"prefix": "KX"}}) == ["KX004", "KX005"]
+    assert await codes(api, filters={"CustomerName": {"contains": "ALPHA"}}) == ["KH001", "KX005"]
+    # LIKE wildcards in the value are matched literally.
+    assert await codes(api, filters={"CustomerName": {"contains": "100%_"}}) == ["KH003"]
+    assert await codes(api, filters={"CustomerName": {"contains": "%"}}) == ["KH003"]
+    assert await codes(api, filters={"CustomerCode": {"gte": "KH002", "lt": "KX005"}}) == ["KH002", "KH003", "KX004"]
+    assert await codes(api, filters={"SuplierYN": {"gt": 0}}) == ["KH001"]
+    assert await codes(api, filters={"GroupCode1": None}) == ["KX004"]
+    assert await codes(api, filters={"GroupCode1": {"ne": None}, "Status": {"ne": "1"}}) == ["KH003"]
+
+
+async def test_field_selection_always_includes_the_key(api: Api, people: None) -> None:
+    body = assert_envelope(await api.get("getCustomer", fields=["customername"], Id="KH001"))
+    assert body["data"] == [{"CustomerCode": "KH001", "CustomerName": "Alpha Trading"}]
+
+
+async def test_ordering_by_declared_fields(api: Api, people: None) -> None:
+    assert await codes(api, order_by=["-CustomerCode"]) == ["KX005", "KX004", "KH003", "KH002", "KH001"]
+    # NULL group sorts last ascending; ties broken by the key.
+    assert await codes(api, order_by=["GroupCode1"]) == ["KH001", "KH003", "KH002", "KX005", "KX004"]
+    assert await codes(api, order_by=["-GroupCode1", "-CustomerCode"]) == \
+        ["KX004", "KX005", "KH002", "KH003", "KH001"]
+
+
+@pytest.mark.parametrize("order_by", [[], ["GroupCode1"], ["-GroupCode1"], ["-Status", "CustomerName"],
+                                      ["-CustomerCode"]])
+async def test_keyset_paging_visits_every_row_once_in_order(api: Api, people: None, order_by: list[str]) -> None:
+    expected = await codes(api, order_by=order_by)
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):
+        body = assert_envelope(await api.get("getCustomer", order_by=order_by, limit=2, cursor=cursor))
+        seen += [r["CustomerCode"] for r in body["data"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == expected and len(expected) == 5
+
+
+async def test_unknown_names_get_400_naming_the_field(api: Api, people: None) -> None:
+    cases = [
+        ({"filters": {"Colour": "red"}}, "Colour"),
+        ({"filters": {"CustomerName; DROP TABLE customer": "x"}}, "CustomerName; DROP TABLE customer"),
+        ({"fields": ["CustomerCode", "Secret"]}, "Secret"),
+        ({"order_by": ["-Nope"]}, "Nope"),
+        ({"filters": {"CustomerName": {"regex": ".*"}}}, "CustomerName"),
+        ({"filters": {"SuplierYN": {"prefix": "1"}}}, "SuplierYN"),
+        ({"filters": {"SuplierYN": {"gt": "one"}}}, "SuplierYN"),
+        ({"filters": {"GroupCode1": {"in": []}}}, "GroupCode1"),
+        ({"limit": 10_001}, "limit"),
+        ({"limit": 0}, "limit"),
+        ({"cursor": "garbage"}, "cursor"),
+        ({"since": "yesterday"}, "since"),
+        ({"dateFrom": "2024-13-01"}, "dateFrom"),
+        ({"pageSize": 3}, "pagesize"),
+    ]
+    for params, name in cases:
+        resp = await api.get("getCustomer", **params)
+        body = assert_envelope(resp)
+        assert resp.status_code == 400 and body["code"] == 400, params
+        assert name in body["messages"], (params, body)
+
+
+async def test_cursor_from_another_order_is_refused(api: Api, people: None) -> None:
+    body = assert_envelope(await api.get("getCustomer", limit=2))
+    resp = await api.get("getCustomer", limit=2, order_by=["CustomerName"], cursor=body["next_cursor"])
+    assert resp.status_code == 400 and "cursor" in resp.json()["messages"]
+
+
+async def test_date_range_filters_on_last_modified(api: Api, db: asyncpg.Connection, people: None) -> None:
+    await db.execute("UPDATE customer SET updated_at = '2024-03-10T23:30:00Z' WHERE customer_code = 'KH001'")
+    await db.execute("UPDATE customer SET updated_at = '2024-03-11T00:10:00Z' WHERE customer_code = 'KH002'")
+    assert await codes(api, dateFrom="2024-03-10", dateTo="2024-03-10") == ["KH001"]
+    assert await codes(api, dateFrom="2024-03-11", dateTo="2024-03-11") == ["KH002"]
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    assert await codes(api, dateFrom=today) == ["KH003", "KX004", "KX005"]
+
+
+async def test_since_pull_returns_upserts_and_tombstones_in_change_order(api: Api, people: None) -> None:
+    first = assert_envelope(await api.get("getCustomer", since=0))
+    assert [r["CustomerCode"] for r in first["data"]] == ["KH001", "KH002", "KH003", "KX004", "KX005"]
+    assert all(r["Deleted"] is False for r in first["data"])
+    cursor = first["next_since"]
+    assert assert_envelope(await api.get("getCustomer", since=cursor))["records"] == 0
+
+    await api.sync("setCustomer", [cust("KH002", "beta foods 2")])
+    await api.sync("setCustomer", [{"CustomerCode": "KH001", "action": "delete"}, cust("KH006", "New")])
+    body = assert_envelope(await api.get("getCustomer", since=cursor, limit=2))
+    # Within one request upserts are written before deletes.
+    assert [(r["CustomerCode"], r["Deleted"]) for r in body["data"]] == [("KH002", False), ("KH006", False)]
+    assert body["more"] is True
+    rest = assert_envelope(await api.get("getCustomer", since=body["next_since"], limit=2))
+    assert rest["data"] == [{"CustomerCode": "KH001", "Deleted": True}]
+    assert rest["more"] is False
+    # A deleted record is gone from plain reads.
+    assert "KH001" not in await codes(api)
+
+
+async def test_since_pull_waits_for_a_transaction_that_commits_late(
+        api: Api, db: asyncpg.Connection, db_url: str, people: None) -> None:
+    """A change stamped earlier but committed later must not be skipped by a puller's cursor."""
+    cursor = assert_envelope(await api.get("getCustomer", since=0))["next_since"]
+    slow = await asyncpg.connect(db_url)
+    try:
+        tx = slow.transaction()
+        await tx.start()
+        # The slow writer takes its change number first...
+        await slow.execute("UPDATE customer SET customer_name = 'slow', change_seq = nextval('change_seq'),"
+                           " change_xid = pg_current_xact_id(), updated_at = now() WHERE customer_code = 'KH003'")
+        # ...then a fast writer commits a later change.
+        await api.sync("setCustomer", [cust("KX004", "fast")])
+        body = assert_envelope(await api.get("getCustomer", since=cursor))
+        # The pull stops below the in-flight transaction: it must not hand out a cursor past it.
+        assert body["data"] == []
+        assert body["next_since"] == cursor
+        await tx.commit()
+    finally:
+        await slow.close()
+    body = assert_envelope(await api.get("getCustomer", since=cursor))
+    assert sorted(r["CustomerCode"] for r in body["data"]) == ["KH003", "KX004"]
+
+
+async def test_paging_visits_every_row_exactly_once_while_others_write(api: Api, client: Any, token: str) -> None:
+    initial = [cust(f"P{i:05d}", f"Name {i}") for i in range(0, 3000, 2)]
+    assert (await api.sync("setCustomer", initial)).status_code == 200
+    expected = {r["CustomerCode"] for r in initial}
+    stop = asyncio.Event()
+
+    async def writer(n: int) -> int:
+        other = Api(client, token)
+        rounds = 0
+        while not stop.is_set():
+            # New keys between existing ones and updates of existing ones, from several clients at once.
+            batch = [cust(f"P{i:05d}", f"New {rounds}") for i in range(1 + 2 * n, 3000, 16)]
+            batch += [cust(f"P{i:05d}", f"Upd {rounds}") for i in range(n * 2, 3000, 40)]
+            assert (await other.sync("setCustomer", batch)).status_code == 200
+            rounds += 1
+            await asyncio.sleep(0)
+        return rounds
+
+    writers = [asyncio.create_task(writer(n)) for n in range(3)]
+    seen: list[str] = []
+    cursor = None
+    try:
+        while True:
+            body = assert_envelope(await api.get("getCustomer", limit=97, cursor=cursor, fields=["CustomerCode"]))
+            seen += [r["CustomerCode"] for r in body["data"]]
+            cursor = body["next_cursor"]
+            await asyncio.sleep(0.002)
+            if cursor is None:
+                break
+    finally:
+        stop.set()
+        rounds = await asyncio.gather(*writers)
+    assert min(rounds) >= 1
+    assert len(seen) == len(set(seen)), "a row came back twice"
+    assert expected <= set(seen), "a row that existed throughout was skipped"
+    assert seen == sorted(seen)
