@@ -42,7 +42,7 @@ def _to_int(value: Any) -> int:
     return int(value)
 
 
-def _to_text(value: Any) -> str:
+def to_text(value: Any) -> str:
     # Flags such as Status are "1"/"0" in Fast; a client sending 1 or 0 gets the same stored text.
     return value if isinstance(value, str) else str(value)
 
@@ -56,7 +56,7 @@ def _identity(value: Any) -> Any:
 
 
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
-    "text": _to_text,
+    "text": to_text,
     "numeric": _to_decimal,
     "date": _to_date,
     "integer": _to_int,
@@ -87,6 +87,16 @@ def _pgtype(prop: dict[str, Any]) -> str:
     raise ValueError(f"cannot derive a column type from {prop!r}; add x-pgtype")
 
 
+def _needs_convert(prop: dict[str, Any]) -> bool:
+    if _pgtype(prop) != "text":
+        return True
+    if "enum" in prop:
+        return not all(isinstance(v, str) for v in prop["enum"])
+    types = prop.get("type")
+    types = [types] if isinstance(types, str) else list(types or [])
+    return not types or not set(types) <= {"string", "null"}
+
+
 @dataclass(frozen=True)
 class Column:
     field: str  # the catalog's spelling, e.g. CustomerCode
@@ -94,6 +104,9 @@ class Column:
     pgtype: str
     default: Any = None
     required: bool = False
+    # False when the schema already guarantees the stored Python type (a text field that only admits
+    # strings): the engine then passes values through untouched.
+    needs_convert: bool = True
 
     @property
     def convert(self) -> Callable[[Any], Any]:
@@ -136,6 +149,7 @@ class MasterForm:
     validator: Any = field(default=None, repr=False)
     delete_validator: Any = field(default=None, repr=False)
     field_map: dict[str, str] = field(default_factory=dict, repr=False)
+    field_names: frozenset[str] = field(default=frozenset(), repr=False)
     by_field: dict[str, Column] = field(default_factory=dict, repr=False)
     sql: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -155,11 +169,13 @@ class MasterForm:
                 pgtype=_pgtype(prop),
                 default=prop.get("default"),
                 required=fname in required,
+                needs_convert=_needs_convert(prop),
             )
             for fname, prop in props.items()
         )
         self.by_field = {c.field: c for c in self.columns}
         self.field_map = {c.field.lower(): c.field for c in self.columns}
+        self.field_names = frozenset(c.field for c in self.columns)
         if len(self.field_map) != len(self.columns):
             raise ValueError(f"{self.name}: two fields differ only by case")
         self.validator = compile_validator(self.schema)
@@ -188,8 +204,11 @@ class MasterForm:
     def get_names(self) -> tuple[str, ...]:
         return (self.get_name, *self.get_aliases)
 
-    def key_text(self, key: tuple[Any, ...]) -> str:
-        return "|".join(str(k) for k in key)
+    def key_text(self, key: tuple[Any, ...]) -> str | None:
+        """The key as errors report it (parts joined by '|'), or None while a part is missing or not text."""
+        if not all(isinstance(k, str) for k in key):
+            return None
+        return "|".join(key)
 
     def _build_sql(self) -> dict[str, str]:
         table = _quote(self.table)

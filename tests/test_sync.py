@@ -221,12 +221,14 @@ async def test_body_over_the_size_limit_is_413(client: httpx.AsyncClient, token:
     assert resp.status_code == 413 and assert_envelope(resp)["code"] == 413
 
 
-async def test_amounts_are_exact_decimals_end_to_end(api: Api, db: asyncpg.Connection) -> None:
+async def test_amounts_are_exact_decimals_end_to_end(api: Api, client: httpx.AsyncClient, token: str,
+                                                     db: asyncpg.Connection) -> None:
     """A number like 0.1 or 12345678901234567.89 must not pass through a binary float."""
-    resp = await api.sync("setItem", [
-        {"ItemCode": "IT1", "ItemName": "x", "ItemType": "HH", "Price": 0.1},
-        {"ItemCode": "IT2", "ItemName": "y", "ItemType": "HH", "Price": 12345678901234567.89},
-    ])
+    # Raw JSON text: a Python float in the test itself would already have lost the digits.
+    raw = (b'{"form": "setItem", "data": ['
+           b'{"ItemCode": "IT1", "ItemName": "x", "ItemType": "HH", "Price": 0.1},'
+           b'{"ItemCode": "IT2", "ItemName": "y", "ItemType": "HH", "Price": 12345678901234567.89}]}')
+    resp = await client.post("/api/SyncData", content=raw, headers={"Authorization": token})
     assert assert_envelope(resp)["result"]["inserted"] == 2
     prices = {r["item_code"]: r["price"] for r in await db.fetch("SELECT item_code, price FROM item")}
     assert prices == {"IT1": Decimal("0.1"), "IT2": Decimal("12345678901234567.89")}
