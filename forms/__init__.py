@@ -2,4 +2,17 @@
 
 FORM_MODULES = (
     "forms.customer",
+    "forms.supplier",
+    "forms.item",
+    "forms.site",
+    "forms.unit",
+    "forms.unit_conversion",
+    "forms.account",
+    "forms.department",
+    "forms.employee",
+    "forms.job",
+    "forms.contract",
+    "forms.expense",
+    "forms.currency",
+    "forms.tax_code",
 )

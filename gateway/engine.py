@@ -30,25 +30,38 @@ MAX_ATTEMPTS = 5
 class SyncOptions:
     mode: str = "atomic"
     dry_run: bool = False
+    outcomes: bool = False
+
+
+_REQUEST_KEYS = frozenset({"form", "data", "mode", "dry_run", "outcomes"})
 
 
 def json_pointer(parts: Any) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
+def _flag(lowered: dict[str, Any], name: str) -> bool:
+    value = lowered.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise BadRequest(f"Field '{name}' must be true or false")
+    return value
+
+
 def parse_options(body: dict[str, Any]) -> SyncOptions:
     lowered = {k.lower(): v for k, v in body.items()}
+    unknown = sorted(set(lowered) - _REQUEST_KEYS)
+    if unknown:
+        # A misspelt option (say "dryrun") must not be ignored and the data written for real.
+        raise BadRequest(f"Unknown request field '{unknown[0]}'; known: {', '.join(sorted(_REQUEST_KEYS))}",
+                         field=unknown[0])
     mode = lowered.get("mode", "atomic")
     if mode is None:
         mode = "atomic"
     if not isinstance(mode, str) or mode.lower() not in MODES:
         raise BadRequest(f"Field 'mode' must be one of {', '.join(MODES)}")
-    dry_run = lowered.get("dry_run", False)
-    if dry_run is None:
-        dry_run = False
-    if not isinstance(dry_run, bool):
-        raise BadRequest("Field 'dry_run' must be true or false")
-    return SyncOptions(mode=mode.lower(), dry_run=dry_run)
+    return SyncOptions(mode=mode.lower(), dry_run=_flag(lowered, "dry_run"), outcomes=_flag(lowered, "outcomes"))
 
 
 def records_of(body: dict[str, Any], max_records: int) -> list[Any]:
@@ -71,6 +84,10 @@ class Batch:
     errors: list[dict[str, Any]] = field(default_factory=list)
     failed_indexes: set[int] = field(default_factory=set)
     superseded: int = 0
+    # Index in `data` of the occurrence of each key that is written (the last valid one).
+    index_of: dict[tuple, int] = field(default_factory=dict)
+    # The key of every record whose key could be read (for per-record outcomes).
+    key_at: dict[int, tuple] = field(default_factory=dict)
 
 
 def _record_error(batch: Batch, index: int, key: str | None, path: str, message: str) -> None:
@@ -98,13 +115,14 @@ def _normalise(form: MasterForm, record: dict[str, Any]) -> tuple[dict[str, Any]
 
 def prepare(form: MasterForm, data: list[Any]) -> Batch:
     batch = Batch()
-    latest: dict[tuple, int] = {}
+    latest = batch.index_of
     for index, record in enumerate(data):
         if not isinstance(record, dict):
             _record_error(batch, index, None, "", "Record must be a JSON object")
             continue
         norm, action = _normalise(form, record)
         raw_key = tuple([norm.get(k) for k in form.key])
+        batch.key_at[index] = raw_key
         deleting = action == "delete" or (isinstance(action, str) and action.lower() == "delete")
         if action != "upsert" and not deleting and not (isinstance(action, str) and action.lower() in ACTIONS):
             _record_error(batch, index, form.key_text(raw_key), "/action",
@@ -155,25 +173,43 @@ def _supersede(batch: Batch, latest: dict[tuple, int], key: tuple) -> None:
         batch.deletes.pop(key, None)
 
 
+@dataclass
+class WriteResult:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    # key -> "inserted" / "updated" / "deleted" for the keys that changed; others were unchanged.
+    changed: dict[tuple, str] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        return {"inserted": self.inserted, "updated": self.updated, "unchanged": self.unchanged,
+                "deleted": self.deleted}
+
+
 async def write(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, batch: Batch,
-                dry_run: bool) -> dict[str, int]:
+                dry_run: bool) -> WriteResult:
     """Upsert and delete in one transaction, keys sorted so concurrent batches lock in one order."""
     records = [batch.upserts[k] for k in sorted(batch.upserts)]
     arrays = column_arrays(form, records)
     delete_keys = sorted(batch.deletes)
     delete_arrays = [[k[i] for k in delete_keys] for i in range(len(form.key))]
+    key_names = [c.name for c in form.key_columns]
     for attempt in range(1, MAX_ATTEMPTS + 1):
+        out = WriteResult()
         tx = conn.transaction()
         await tx.start()
         try:
-            inserted = updated = deleted = 0
             if records:
-                changed = await conn.fetch(form.sql["upsert"], tenant_id, *arrays)
-                inserted = sum(1 for r in changed if r["inserted"])
-                updated = len(changed) - inserted
+                for r in await conn.fetch(form.sql["upsert"], tenant_id, *arrays):
+                    status = "inserted" if r["inserted"] else "updated"
+                    out.changed[tuple(r[k] for k in key_names)] = status
+                out.inserted = sum(1 for v in out.changed.values() if v == "inserted")
+                out.updated = len(out.changed) - out.inserted
             if delete_keys:
                 gone = await conn.fetch(form.sql["delete"], tenant_id, *delete_arrays)
-                deleted = len(gone)
+                out.changed.update((tuple(r[k] for k in key_names), "deleted") for r in gone)
+                out.deleted = len(gone)
         except RETRYABLE:
             await tx.rollback()
             if attempt == MAX_ATTEMPTS:
@@ -188,9 +224,29 @@ async def write(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, batc
             await tx.rollback()
         else:
             await tx.commit()
-        unchanged = len(records) + len(delete_keys) - inserted - updated - deleted
-        return {"inserted": inserted, "updated": updated, "unchanged": unchanged, "deleted": deleted}
+        out.unchanged = len(records) + len(delete_keys) - out.inserted - out.updated - out.deleted
+        return out
     raise AssertionError("unreachable")
+
+
+def outcomes(form: MasterForm, data: list[Any], batch: Batch, written: WriteResult | None) -> list[dict[str, Any]]:
+    """What happened to each record of the request, by index."""
+    written_at = {index: key for key, index in batch.index_of.items()}
+    out = []
+    for index in range(len(data)):
+        record = data[index]
+        key = batch.key_at.get(index)
+        key_text = form.key_text(key) if key is not None else None
+        if index in batch.failed_indexes:
+            status = "failed"
+        elif index not in written_at:
+            status = "superseded"
+        elif written is None:
+            status = "not_written"
+        else:
+            status = written.changed.get(written_at[index], "unchanged")
+        out.append({"index": index, "key": key_text if isinstance(record, dict) else None, "status": status})
+    return out
 
 
 async def sync(pool: asyncpg.Pool, form: MasterForm, tenant_id: int, body: dict[str, Any],
@@ -203,17 +259,19 @@ async def sync(pool: asyncpg.Pool, form: MasterForm, tenant_id: int, body: dict[
               "superseded": batch.superseded}
     if batch.errors and (options.mode == "atomic" or failed == len(data)):
         what = "nothing was written" if not options.dry_run else "dry run"
-        raise DataStructureError(
-            f"{failed} of {len(data)} records are invalid; {what}",
-            records=0, result=result, errors=batch.errors,
-        )
+        extra: dict[str, Any] = {"records": 0, "result": result, "errors": batch.errors}
+        if options.outcomes:
+            extra["outcomes"] = outcomes(form, data, batch, None)
+        raise DataStructureError(f"{failed} of {len(data)} records are invalid; {what}", **extra)
     async with pool.acquire() as conn:
-        counts = await write(conn, form, tenant_id, batch, options.dry_run)
-    result.update(counts)
-    synced = counts["inserted"] + counts["updated"] + counts["unchanged"] + counts["deleted"]
+        written = await write(conn, form, tenant_id, batch, options.dry_run)
+    result.update(written.counts())
+    synced = written.inserted + written.updated + written.unchanged + written.deleted
     response: dict[str, Any] = {"records": synced, "fkey": "", "result": result}
     if batch.errors:
         response["errors"] = batch.errors
+    if options.outcomes:
+        response["outcomes"] = outcomes(form, data, batch, written)
     if options.dry_run:
         response["dry_run"] = True
     return response

@@ -228,7 +228,7 @@ class MasterForm:
             " updated_at = EXCLUDED.updated_at\n"
             f"WHERE ({', '.join('t.' + c for c in data)}, t.deleted) IS DISTINCT FROM"
             f" ({', '.join('EXCLUDED.' + c for c in data)}, false)\n"
-            "RETURNING (xmax = 0) AS inserted"
+            f"RETURNING (xmax = 0) AS inserted, {', '.join('t.' + k for k in keys)}"
         )
         delete = (
             f"UPDATE {table} AS t SET deleted = true, change_seq = nextval('change_seq'),"
@@ -236,7 +236,7 @@ class MasterForm:
             f"FROM unnest({key_params}) AS u({', '.join(keys)})\n"
             f"WHERE t.tenant_id = $1 AND "
             + " AND ".join(f"t.{k} = u.{k}" for k in keys)
-            + " AND NOT t.deleted\nRETURNING 1"
+            + f" AND NOT t.deleted\nRETURNING {', '.join('t.' + k for k in keys)}"
         )
         return {"upsert": upsert, "delete": delete}
 

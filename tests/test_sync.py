@@ -255,3 +255,32 @@ async def test_alias_form_names_reach_the_same_catalog(api: Api, db: asyncpg.Con
     assert (await api.sync("setCase", [{"JobCode": "J1", "JobName": "x"}])).status_code == 200
     got = assert_envelope(await api.get("getJob", Id="J1"))
     assert got["data"][0]["JobName"] == "x"
+
+
+async def test_outcomes_on_request_say_what_happened_to_each_record(api: Api, seeded: Any) -> None:
+    resp = await api.sync("setCustomer", [
+        cust("KH001", "Alpha"),                          # unchanged
+        cust("KH003", "first"),                          # superseded by index 4
+        {"CustomerCode": "KH002", "action": "delete"},   # deleted
+        cust("KH004", Email=5),                          # failed
+        cust("KH003", "Gamma"),                          # inserted
+        {"CustomerCode": "KH999", "action": "delete"},   # unknown key: unchanged
+    ], mode="partial", outcomes=True)
+    body = assert_envelope(resp)
+    assert [(o["index"], o["key"], o["status"]) for o in body["outcomes"]] == [
+        (0, "KH001", "unchanged"), (1, "KH003", "superseded"), (2, "KH002", "deleted"),
+        (3, "KH004", "failed"), (4, "KH003", "inserted"), (5, "KH999", "unchanged")]
+
+
+async def test_outcomes_in_atomic_failure_say_nothing_was_written(api: Api, seeded: Any) -> None:
+    resp = await api.sync("setCustomer", [cust("KH001", "changed"), cust("KH004", Email=5)], outcomes=True)
+    body = assert_envelope(resp)
+    assert [o["status"] for o in body["outcomes"]] == ["not_written", "failed"]
+
+
+async def test_misspelt_request_option_is_refused_not_ignored(api: Api, db: asyncpg.Connection,
+                                                              seeded: Any) -> None:
+    resp = await api.sync("setCustomer", [cust("KH005")], dryrun=True)
+    body = assert_envelope(resp)
+    assert resp.status_code == 400 and "dryrun" in body["messages"]
+    assert await snapshot(db) == seeded
