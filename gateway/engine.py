@@ -137,6 +137,13 @@ def prepare(form: MasterForm, data: list[Any]) -> Batch:
                 # The last occurrence is invalid: no earlier occurrence of that key is written either.
                 _supersede(batch, latest, raw_key)
             continue
+        if form.checks and not deleting:
+            problems = [p for check in form.checks for p in check(norm)]
+            if problems:
+                for path, message in problems:
+                    _record_error(batch, index, form.key_text(raw_key), path, message)
+                _supersede(batch, latest, raw_key)
+                continue
         _supersede(batch, latest, raw_key)
         latest[raw_key] = index
         if deleting:

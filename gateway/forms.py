@@ -87,6 +87,21 @@ def _pgtype(prop: dict[str, Any]) -> str:
     raise ValueError(f"cannot derive a column type from {prop!r}; add x-pgtype")
 
 
+Check = Callable[[dict[str, Any]], Iterable[tuple[str, str]]]
+
+
+def date_order(start: str, end: str) -> Check:
+    """A check that `end` is not before `start` when both are given."""
+
+    def check(record: dict[str, Any]) -> Iterable[tuple[str, str]]:
+        first, last = record.get(start), record.get(end)
+        if first and last and last < first:  # ISO dates order as text
+            yield f"/{end}", f"{end} {last} is before {start} {first}"
+
+    check.__name__ = f"{end}_not_before_{start}"
+    return check
+
+
 def _needs_convert(prop: dict[str, Any]) -> bool:
     if _pgtype(prop) != "text":
         return True
@@ -141,6 +156,9 @@ class MasterForm:
     get_aliases: tuple[str, ...] = ()
     schema_name: str | None = None
     endpoint: str = SYNC_DATA
+    # Business checks JSON Schema cannot say (one field against another): each takes a validated record
+    # and yields (JSON Pointer, message) for what is wrong.
+    checks: tuple[Check, ...] = ()
     kind: str = field(default="master", init=False)
 
     # Filled by load().
@@ -179,10 +197,11 @@ class MasterForm:
         if len(self.field_map) != len(self.columns):
             raise ValueError(f"{self.name}: two fields differ only by case")
         self.validator = compile_validator(self.schema)
+        # A delete needs only the key; the record's other fields may come along and are ignored.
         delete_schema = {
             "$schema": self.schema.get("$schema", "https://json-schema.org/draft/2020-12/schema"),
             "type": "object",
-            "properties": {k: props[k] for k in self.key},
+            "properties": {k: (props[k] if k in self.key else {}) for k in props},
             "required": list(self.key),
             "additionalProperties": False,
         }

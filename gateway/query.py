@@ -254,12 +254,17 @@ async def get(pool: asyncpg.Pool, form: MasterForm, tenant_id: int, body: dict[s
     _filters(form, sql, body.get("filters"))
 
     key_id = body.get("id")
-    if key_id not in (None, ""):
-        if not isinstance(key_id, str):
-            raise BadRequest("Field 'Id' must be a string key", field="Id")
-        parts = key_id.split("|") if len(form.key) > 1 else [key_id]
+    if key_id not in (None, "", []):
+        # A composite key comes as its parts joined by '|', or as a list of parts (which may hold '|').
+        if isinstance(key_id, list) and all(isinstance(p, str) for p in key_id):
+            parts = key_id
+        elif isinstance(key_id, str):
+            parts = key_id.split("|") if len(form.key) > 1 else [key_id]
+        else:
+            raise BadRequest("Field 'Id' must be a key: a string, or a list of the key's parts", field="Id")
         if len(parts) != len(form.key):
-            raise BadRequest(f"Field 'Id' must hold {len(form.key)} parts separated by '|'", field="Id")
+            raise BadRequest(f"Field 'Id' must hold {len(form.key)} parts: {', '.join(form.key)}"
+                             " (joined by '|' or as a list)", field="Id")
         for col, part in zip(form.key_columns, parts):
             sql.where.append(f"{_q(col.name)} = {sql.bind(_value(col, part, 'Id'), col.pgtype)}")
     date_from, date_to = _date(body, "dateFrom"), _date(body, "dateTo")

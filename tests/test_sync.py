@@ -187,8 +187,12 @@ BAD_BODIES: list[tuple[str, bytes, int, int]] = [
     ("bad enum", b'{"form": "setCustomer", "data": [{"CustomerCode": "A", "CustomerName": "a", "Status": "7"}]}',
      422, 601),
     ("bad action", b'{"form": "setCustomer", "data": [{"CustomerCode": "A", "action": "purge"}]}', 422, 601),
-    ("delete with extra fields", b'{"form": "setCustomer", "data": [{"CustomerCode": "A", "CustomerName": "x",'
+    ("delete with unknown field", b'{"form": "setCustomer", "data": [{"CustomerCode": "A", "Colour": "x",'
      b' "action": "delete"}]}', 422, 601),
+    ("delete without key", b'{"form": "setCustomer", "data": [{"CustomerName": "A", "action": "delete"}]}',
+     422, 601),
+    ("unknown option", b'{"form": "setCustomer", "dryrun": true, "data": [{"CustomerCode": "A", "CustomerName": "a"}]}',
+     400, 400),
 ]
 
 
@@ -284,3 +288,31 @@ async def test_misspelt_request_option_is_refused_not_ignored(api: Api, db: asyn
     body = assert_envelope(resp)
     assert resp.status_code == 400 and "dryrun" in body["messages"]
     assert await snapshot(db) == seeded
+
+
+async def test_end_date_before_start_date_is_a_601(api: Api, db: asyncpg.Connection) -> None:
+    resp = await api.sync("setJob", [{"JobCode": "J1", "JobName": "x", "FromDate": "2024-05-01",
+                                      "ToDate": "2024-04-30"}])
+    body = assert_envelope(resp)
+    assert body["code"] == 601 and body["errors"][0]["path"] == "/ToDate" and body["errors"][0]["key"] == "J1"
+    assert await db.fetchval("SELECT count(*) FROM job") == 0
+    resp = await api.sync("setContract", [{"ContractCode": "C1", "ContractName": "x", "FromDate": "2024-05-01",
+                                           "ToDate": "2024-05-01"}])
+    assert assert_envelope(resp)["result"]["inserted"] == 1
+
+
+async def test_delete_may_carry_the_whole_record(api: Api, db: asyncpg.Connection, seeded: Any) -> None:
+    resp = await api.sync("setCustomer", [cust("KH001", "Alpha", Email="a@b.c", action="delete")])
+    assert assert_envelope(resp)["result"]["deleted"] == 1
+    resp = await api.sync("setCustomer", [cust("KH002", "Beta", Colour="red", action="delete")])
+    body = assert_envelope(resp)
+    assert body["code"] == 601 and "Colour" in body["errors"][0]["message"]
+
+
+async def test_composite_key_id_as_list_reaches_parts_holding_the_separator(api: Api) -> None:
+    resp = await api.sync("UnitConversion", [{"ItemCode": "A|B", "Uom": "C", "Coefficient": 2}])
+    assert assert_envelope(resp)["result"]["inserted"] == 1
+    got = assert_envelope(await api.get("getUnitConversion", Id=["A|B", "C"]))
+    assert [(r["ItemCode"], r["Uom"]) for r in got["data"]] == [("A|B", "C")]
+    resp = await api.get("getUnitConversion", Id=["A|B"])
+    assert resp.status_code == 400 and "ItemCode, Uom" in resp.json()["messages"]
