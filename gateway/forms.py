@@ -127,6 +127,11 @@ class Column:
     def convert(self) -> Callable[[Any], Any]:
         return _CONVERTERS[self.pgtype]
 
+    @property
+    def nullable(self) -> bool:
+        """Whether the stored value can be NULL (required and defaulted fields are NOT NULL)."""
+        return not self.required and self.default is None
+
 
 def load_schema(name: str) -> dict[str, Any]:
     with open(SCHEMAS_DIR / f"{name}.json", encoding="utf-8") as fh:

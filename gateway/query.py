@@ -204,6 +204,12 @@ def _decode_cursor(cursor: str, sig: str, order: list[tuple[Column, bool]]) -> l
 
 def _after(sql: _Sql, order: list[tuple[Column, bool]], values: list[Any]) -> str:
     """Rows strictly after `values` in ORDER BY order (PostgreSQL sorts NULL as the largest value)."""
+    directions = {desc for _, desc in order}
+    if len(directions) == 1 and not any(c.nullable for c, _ in order):
+        # One direction, no NULLs: a row comparison, which an index on these columns serves as a range.
+        cols = ", ".join(_q(c.name) for c, _ in order)
+        params = ", ".join(sql.bind(v, c.pgtype) for (c, _), v in zip(order, values))
+        return f"({cols}) {'<' if directions == {True} else '>'} ({params})"
     ors = []
     eqs: list[str] = []
     for (col, desc), value in zip(order, values):
@@ -213,7 +219,10 @@ def _after(sql: _Sql, order: list[tuple[Column, bool]], values: list[Any]) -> st
             equal = f"{ref} IS NULL"
         else:
             param = sql.bind(value, col.pgtype)
-            after = f"{ref} < {param}" if desc else f"({ref} > {param} OR {ref} IS NULL)"
+            if desc:
+                after = f"{ref} < {param}"
+            else:
+                after = f"({ref} > {param} OR {ref} IS NULL)" if col.nullable else f"{ref} > {param}"
             equal = f"{ref} = {param}"
         ors.append("(" + " AND ".join([*eqs, after]) + ")")
         eqs.append(equal)
