@@ -85,9 +85,10 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     return applied_now
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    # Timestamps are stored and compared in UTC whatever the server's default.
-    await conn.execute("SET TIME ZONE 'UTC'")
+# Session settings sent at connection start-up. A SET after connecting would not last: the pool runs
+# RESET ALL whenever a connection is released. UTC makes day boundaries (dateFrom/dateTo) UTC days
+# whatever the server's default time zone.
+SERVER_SETTINGS = {"timezone": "UTC", "application_name": "erp-sync-gateway"}
 
 
 async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
@@ -95,16 +96,14 @@ async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
         url,
         min_size=min(settings.pool_min_size, settings.pool_max_size),
         max_size=settings.pool_max_size,
-        init=_init_connection,
-        # Named statements are cached per connection; generated form SQL is reused on every request.
+        server_settings=SERVER_SETTINGS,
+        # Prepared statements are cached per connection; generated form SQL is reused on every request.
         statement_cache_size=512,
     )
 
 
 async def connect(url: str) -> asyncpg.Connection:
-    conn = await asyncpg.connect(url)
-    await _init_connection(conn)
-    return conn
+    return await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
 
 
 def record_to_dict(record: Any) -> dict[str, Any]:

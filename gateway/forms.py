@@ -234,18 +234,30 @@ class MasterForm:
             return None
         return "|".join(key)
 
+    @property
+    def stage_table(self) -> str:
+        return f"stage_{self.table}"
+
     def _build_sql(self) -> dict[str, str]:
         table = _quote(self.table)
+        stage = _quote(self.stage_table)
         cols = [_quote(c.name) for c in self.columns]
         keys = [_quote(c.name) for c in self.key_columns]
         data = [_quote(c.name) for c in self.data_columns]
-        params = ", ".join(f"${i + 2}::{c.pgtype}[]" for i, c in enumerate(self.columns))
         key_params = ", ".join(f"${i + 2}::{c.pgtype}[]" for i, c in enumerate(self.key_columns))
+        # Rows are COPYed into a per-connection temporary table, then merged in one statement. Measured
+        # faster than unnest() of one array per column; ON COMMIT DELETE ROWS empties it at every commit.
+        stage_create = (
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} ("
+            + ", ".join(f"{_quote(c.name)} {c.pgtype}" for c in self.columns)
+            + ") ON COMMIT DELETE ROWS"
+        )
         upsert = (
             f"INSERT INTO {table} AS t (tenant_id, {', '.join(cols)}, deleted, change_seq, change_xid, updated_at)\n"
-            f"SELECT $1, {', '.join('u.' + c for c in cols)}, false, nextval('change_seq'),"
+            f"SELECT $1, {', '.join('s.' + c for c in cols)}, false, nextval('change_seq'),"
             f" pg_current_xact_id(), now()\n"
-            f"FROM unnest({params}) AS u({', '.join(cols)})\n"
+            # Keys in one order in every transaction, so that concurrent batches do not deadlock.
+            f"FROM {stage} AS s ORDER BY {', '.join('s.' + k for k in keys)}\n"
             f"ON CONFLICT (tenant_id, {', '.join(keys)}) DO UPDATE SET "
             + ", ".join(f"{c} = EXCLUDED.{c}" for c in data)
             + ", deleted = false, change_seq = EXCLUDED.change_seq, change_xid = EXCLUDED.change_xid,"
@@ -262,7 +274,7 @@ class MasterForm:
             + " AND ".join(f"t.{k} = u.{k}" for k in keys)
             + f" AND NOT t.deleted\nRETURNING {', '.join('t.' + k for k in keys)}"
         )
-        return {"upsert": upsert, "delete": delete}
+        return {"stage_create": stage_create, "upsert": upsert, "delete": delete}
 
 
 class Registry:

@@ -209,3 +209,15 @@ async def test_paging_visits_every_row_exactly_once_while_others_write(api: Api,
     assert len(seen) == len(set(seen)), "a row came back twice"
     assert expected <= set(seen), "a row that existed throughout was skipped"
     assert seen == sorted(seen)
+
+
+async def test_day_filters_use_utc_days_whatever_the_server_time_zone(
+        app: Any, api: Api, db: asyncpg.Connection, people: None) -> None:
+    name = await db.fetchval("SELECT current_database()")
+    await db.execute(f"ALTER DATABASE \"{name}\" SET timezone TO 'Asia/Ho_Chi_Minh'")
+    await app.state.gateway.pool.expire_connections()  # new connections pick up the database's zone
+    await db.execute("UPDATE customer SET updated_at = '2024-03-10T20:30:00Z' WHERE customer_code = 'KH001'")
+    # 20:30 UTC is already 03:30 the next day in Ho Chi Minh City; the answer must not change with the
+    # server's zone, nor from the first request on a pooled connection to the next.
+    for _ in range(3):
+        assert await codes(api, dateFrom="2024-03-10", dateTo="2024-03-10") == ["KH001"]
