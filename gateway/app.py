@@ -26,6 +26,7 @@ from .config import Settings
 from .db import create_pool, database_url
 from .errors import (
     BadRequest,
+    Forbidden,
     GatewayError,
     MethodNotAllowed,
     NotFound,
@@ -100,19 +101,26 @@ def _endpoint_handler(endpoint: str):
     async def handler(request: Request) -> Response:
         gw: Gateway = request.app.state.gateway
         pool = gw.require_pool()
-        # Authenticate before reading a possibly large body.
-        async with pool.acquire() as conn:
-            principal = await auth.authenticate(conn, gw.tokens, request.headers.get("authorization"))
-        structlog.contextvars.bind_contextvars(user=principal.username, tenant=principal.tenant)
+        # A forged or expired token is refused before its body is read.
+        claims = auth.claims_from_header(gw.tokens, request.headers.get("authorization"))
+        structlog.contextvars.bind_contextvars(user=claims["sub"], tenant=claims["tenant"])
         body = await read_json_object(request, gw.settings.max_body_bytes)
         form, op = gw.registry.resolve(endpoint, next((v for k, v in body.items() if k.lower() == "form"), None))
         structlog.contextvars.bind_contextvars(form=form.name if op == "sync" else form.get_name)
         if op == "sync":
-            principal.require_write()
-            out = await engine.sync(pool, form, principal.tenant_id, body, gw.settings.max_records)
+            if claims["role"] not in auth.WRITE_ROLES:
+                raise Forbidden(f"Role '{claims['role']}' may read but not write")
+            work = engine.plan(form, body, gw.settings.max_records)  # validation holds no connection
+        # One connection per request: the user's current state, then the work.
+        async with pool.acquire() as conn:
+            principal = await auth.principal_for(conn, claims)
+            if op == "sync":
+                principal.require_write()
+                out = await engine.apply(conn, principal.tenant_id, work)
+            else:
+                out = await query.get(conn, form, principal.tenant_id, body)
+        if op == "sync":
             log.info("synced", records=out["records"], **out["result"])
-        else:
-            out = await query.get(pool, form, principal.tenant_id, body)
         return success("SUCCESS", **out)
 
     handler.__name__ = endpoint

@@ -108,8 +108,12 @@ async def login(conn: asyncpg.Connection, tokens: TokenService, username: str, p
     return tokens.issue(row["username"], row["tenant_code"], row["role"])
 
 
-async def authenticate(conn: asyncpg.Connection, tokens: TokenService, header: str | None) -> Principal:
-    claims = tokens.decode(token_from_header(header))
+def claims_from_header(tokens: TokenService, header: str | None) -> dict:
+    """Signature, expiry, issuer and audience: checked without the database, before the body is read."""
+    return tokens.decode(token_from_header(header))
+
+
+async def principal_for(conn: asyncpg.Connection, claims: dict) -> Principal:
     row = await conn.fetchrow(QUERIES["user_for_token"], claims["sub"])
     # A token outlives nothing: a disabled user, a changed password or a moved user all end it.
     if (

@@ -259,11 +259,26 @@ def outcomes(form: MasterForm, data: list[Any], batch: Batch, written: WriteResu
     return out
 
 
-async def sync(pool: asyncpg.Pool, form: MasterForm, tenant_id: int, body: dict[str, Any],
-               max_records: int) -> dict[str, Any]:
+@dataclass
+class SyncPlan:
+    """A request checked and validated, before any database work."""
+
+    form: MasterForm
+    options: SyncOptions
+    data: list[Any]
+    batch: Batch
+
+
+def plan(form: MasterForm, body: dict[str, Any], max_records: int) -> SyncPlan:
+    """Options, records and validation: CPU work done before a database connection is taken."""
     options = parse_options(body)
     data = records_of(body, max_records)
-    batch = prepare(form, data)
+    return SyncPlan(form, options, data, prepare(form, data))
+
+
+async def apply(conn: asyncpg.Connection, tenant_id: int, work: SyncPlan) -> dict[str, Any]:
+    """Refuse the request if its records are invalid (atomic mode), else write it; the response fields."""
+    form, options, data, batch = work.form, work.options, work.data, work.batch
     failed = len(batch.failed_indexes)
     result = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0, "failed": failed,
               "superseded": batch.superseded}
@@ -273,8 +288,7 @@ async def sync(pool: asyncpg.Pool, form: MasterForm, tenant_id: int, body: dict[
         if options.outcomes:
             extra["outcomes"] = outcomes(form, data, batch, None)
         raise DataStructureError(f"{failed} of {len(data)} records are invalid; {what}", **extra)
-    async with pool.acquire() as conn:
-        written = await write(conn, form, tenant_id, batch, options.dry_run)
+    written = await write(conn, form, tenant_id, batch, options.dry_run)
     result.update(written.counts())
     synced = written.inserted + written.updated + written.unchanged + written.deleted
     response: dict[str, Any] = {"records": synced, "fkey": "", "result": result}

@@ -251,7 +251,7 @@ def _fields(form: MasterForm, fields: Any) -> list[Column]:
     return chosen
 
 
-async def get(pool: asyncpg.Pool, form: MasterForm, tenant_id: int, body: dict[str, Any]) -> dict[str, Any]:
+async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: dict[str, Any]) -> dict[str, Any]:
     body = {k.lower(): v for k, v in body.items()}
     unknown = sorted(set(body) - _REQUEST_KEYS)
     if unknown:
@@ -299,8 +299,7 @@ async def get(pool: asyncpg.Pool, form: MasterForm, tenant_id: int, body: dict[s
         ])
         query = (f"SELECT {select}, deleted, change_xid::text AS _xid, change_seq AS _seq FROM {table}"
                  f" WHERE {where} ORDER BY change_xid, change_seq LIMIT {sql.bind(limit + 1)}")
-        async with pool.acquire() as conn:
-            rows = await conn.fetch(query, *sql.params)
+        rows = await conn.fetch(query, *sql.params)
         more = len(rows) > limit
         rows = rows[:limit]
         data = []
@@ -326,8 +325,7 @@ async def get(pool: asyncpg.Pool, form: MasterForm, tenant_id: int, body: dict[s
     order_cols = ", ".join(f"{_q(c.name)} AS _o{i}" for i, (c, _) in enumerate(order))
     query = (f"SELECT {select}, {order_cols} FROM {table} WHERE {where} ORDER BY {order_sql}"
              f" LIMIT {sql.bind(limit + 1)}")
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(query, *sql.params)
+    rows = await conn.fetch(query, *sql.params)
     more = len(rows) > limit
     rows = rows[:limit]
     data = [{c.field: r[c.name] for c in columns} for r in rows]

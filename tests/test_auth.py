@@ -145,3 +145,13 @@ async def test_tenants_do_not_see_each_other(client: httpx.AsyncClient, db: asyn
     assert assert_envelope(got)["records"] == 0
     got = await client.post("/api/GetData", json={"form": "getCustomer"}, headers={"Authorization": alice})
     assert assert_envelope(got)["records"] == 1
+
+
+async def test_a_revoked_token_gets_401_before_its_data_is_judged(client: httpx.AsyncClient,
+                                                                  db: asyncpg.Connection) -> None:
+    await add_user(db, "alice")
+    token = await login(client, "alice")
+    await db.execute("UPDATE app_user SET disabled = true")
+    resp = await client.post("/api/SyncData", headers={"Authorization": token},
+                             json={"form": "setCustomer", "data": [{"CustomerCode": 5}]})
+    assert resp.status_code == 401 and assert_envelope(resp)["code"] == 401
