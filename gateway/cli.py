@@ -57,7 +57,7 @@ async def ensure_demo(conn: asyncpg.Connection) -> tuple[str, str] | None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
-    import uvicorn
+    from . import server
 
     url = database_url(settings)  # starts the embedded server when DATABASE_URL is unset; it lives with us
 
@@ -76,8 +76,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     settings.resolved_secret()  # generate it before the workers start, so they all share it
     os.environ["DATABASE_URL"] = url
     print(f"Serving on http://{args.host}:{args.port} with {args.workers} worker(s)", flush=True)
-    uvicorn.run("gateway.app:create_app", factory=True, host=args.host, port=args.port,
-                workers=args.workers, access_log=False, log_level="warning")
+    server.run("gateway.app:create_app", host=args.host, port=args.port, workers=args.workers,
+               access_log=False, log_level="warning")
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:

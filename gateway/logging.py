@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from typing import Any
 
 import structlog
+
+
+def _add_pid(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    event["pid"] = os.getpid()  # which worker: several serve one port
+    return event
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -17,6 +24,7 @@ def configure_logging(level: str = "INFO") -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            _add_pid,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
