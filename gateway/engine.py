@@ -186,7 +186,7 @@ class WriteResult:
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0
-    # key -> "inserted" / "updated" / "deleted" for the keys that changed; others were unchanged.
+    # With keys asked for: key -> "inserted" / "updated" / "deleted" for the keys that changed.
     changed: dict[tuple, str] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
@@ -195,7 +195,7 @@ class WriteResult:
 
 
 async def write(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, batch: Batch,
-                dry_run: bool) -> WriteResult:
+                dry_run: bool, with_keys: bool = False) -> WriteResult:
     """Upsert and delete in one transaction, keys in one order so concurrent batches lock in one order."""
     records = list(batch.upserts.values())  # the merge statement orders them by key
     arrays = column_arrays(form, records)
@@ -211,11 +211,12 @@ async def write(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, batc
             if records:
                 await conn.execute(form.sql["stage_create"])
                 await conn.copy_records_to_table(form.stage_table, records=zip(*arrays), columns=column_names)
-                for r in await conn.fetch(form.sql["upsert"], tenant_id):
-                    status = "inserted" if r["inserted"] else "updated"
-                    out.changed[tuple(r[k] for k in key_names)] = status
-                out.inserted = sum(1 for v in out.changed.values() if v == "inserted")
-                out.updated = len(out.changed) - out.inserted
+                changed = await conn.fetch(form.sql["upsert_keys" if with_keys else "upsert"], tenant_id)
+                out.inserted = sum(1 for r in changed if r["inserted"])
+                out.updated = len(changed) - out.inserted
+                if with_keys:
+                    out.changed.update((tuple(r[k] for k in key_names), "inserted" if r["inserted"] else "updated")
+                                       for r in changed)
             if delete_keys:
                 gone = await conn.fetch(form.sql["delete"], tenant_id, *delete_arrays)
                 out.changed.update((tuple(r[k] for k in key_names), "deleted") for r in gone)
@@ -288,7 +289,7 @@ async def apply(conn: asyncpg.Connection, tenant_id: int, work: SyncPlan) -> dic
         if options.outcomes:
             extra["outcomes"] = outcomes(form, data, batch, None)
         raise DataStructureError(f"{failed} of {len(data)} records are invalid; {what}", **extra)
-    written = await write(conn, form, tenant_id, batch, options.dry_run)
+    written = await write(conn, form, tenant_id, batch, options.dry_run, with_keys=options.outcomes)
     result.update(written.counts())
     synced = written.inserted + written.updated + written.unchanged + written.deleted
     response: dict[str, Any] = {"records": synced, "fkey": "", "result": result}

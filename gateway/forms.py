@@ -264,8 +264,8 @@ class MasterForm:
             " updated_at = EXCLUDED.updated_at\n"
             f"WHERE ({', '.join('t.' + c for c in data)}, t.deleted) IS DISTINCT FROM"
             f" ({', '.join('EXCLUDED.' + c for c in data)}, false)\n"
-            f"RETURNING (xmax = 0) AS inserted, {', '.join('t.' + k for k in keys)}"
         )
+        returning_keys = f"RETURNING (xmax = 0) AS inserted, {', '.join('t.' + k for k in keys)}"
         delete = (
             f"UPDATE {table} AS t SET deleted = true, change_seq = nextval('change_seq'),"
             " change_xid = pg_current_xact_id(), updated_at = now()\n"
@@ -274,7 +274,13 @@ class MasterForm:
             + " AND ".join(f"t.{k} = u.{k}" for k in keys)
             + f" AND NOT t.deleted\nRETURNING {', '.join('t.' + k for k in keys)}"
         )
-        return {"stage_create": stage_create, "upsert": upsert, "delete": delete}
+        return {
+            "stage_create": stage_create,
+            # Counts need only the flag; the keys come back only when per-record outcomes are asked for.
+            "upsert": upsert + "RETURNING (xmax = 0) AS inserted",
+            "upsert_keys": upsert + returning_keys,
+            "delete": delete,
+        }
 
 
 class Registry:

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Load benchmark: the gateway against a bare reference pipeline, on a throw-away PostgreSQL (the embedded
+# one in a temporary directory, or a gw_bench_* database on the server named by DATABASE_URL).
+# Arguments go to bench/run.py (e.g. --requests 20); see bench/README.md. Writes bench/out/latest.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh bench
+exec .venv/bin/python -m bench.run "$@"
