@@ -91,9 +91,30 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
 SERVER_SETTINGS = {"timezone": "UTC", "application_name": "erp-sync-gateway"}
 
 
+class GatewayConnection(asyncpg.Connection):
+    """A connection that remembers which temporary staging tables it has created already."""
+
+    __slots__ = ("staged",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.staged: set[str] = set()
+
+
+async def ensure_stage(conn: Any, name: str, ddl: str) -> None:
+    """Create a temporary staging table once per connection (it lives as long as the connection)."""
+    staged = getattr(conn, "staged", None)
+    if staged is not None and name in staged:
+        return
+    await conn.execute(ddl)
+    if staged is not None:
+        staged.add(name)
+
+
 async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         url,
+        connection_class=GatewayConnection,
         min_size=min(settings.pool_min_size, settings.pool_max_size),
         max_size=settings.pool_max_size,
         server_settings=SERVER_SETTINGS,
@@ -103,7 +124,7 @@ async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
 
 
 async def connect(url: str) -> asyncpg.Connection:
-    return await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
+    return await asyncpg.connect(url, server_settings=SERVER_SETTINGS, connection_class=GatewayConnection)
 
 
 def record_to_dict(record: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from .db import ensure_stage
 from .errors import BadRequest, DataStructureError, EmptyData, PayloadTooLarge
 from .forms import MasterForm
 
@@ -203,13 +204,15 @@ async def write(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, batc
     delete_arrays = [[k[i] for k in delete_keys] for i in range(len(form.key))]
     key_names = [c.name for c in form.key_columns]
     column_names = [c.name for c in form.columns]
+    if records:
+        # Outside the transaction: a rollback (dry run, retry) must not undo it behind the connection's back.
+        await ensure_stage(conn, form.stage_table, form.sql["stage_create"])
     for attempt in range(1, MAX_ATTEMPTS + 1):
         out = WriteResult()
         tx = conn.transaction()
         await tx.start()
         try:
             if records:
-                await conn.execute(form.sql["stage_create"])
                 await conn.copy_records_to_table(form.stage_table, records=zip(*arrays), columns=column_names)
                 changed = await conn.fetch(form.sql["upsert_keys" if with_keys else "upsert"], tenant_id)
                 out.inserted = sum(1 for r in changed if r["inserted"])

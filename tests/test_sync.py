@@ -316,3 +316,13 @@ async def test_composite_key_id_as_list_reaches_parts_holding_the_separator(api:
     assert [(r["ItemCode"], r["Uom"]) for r in got["data"]] == [("A|B", "C")]
     resp = await api.get("getUnitConversion", Id=["A|B"])
     assert resp.status_code == 400 and "ItemCode, Uom" in resp.json()["messages"]
+
+
+async def test_a_dry_run_first_on_a_connection_leaves_it_able_to_write(app: Any, api: Api,
+                                                                      db: asyncpg.Connection) -> None:
+    pool = app.state.gateway.pool
+    await pool.expire_connections()
+    for dry_run in (True, False, True, False):
+        resp = await api.sync("setCustomer", [cust("KH1", f"dry {dry_run}")], dry_run=dry_run)
+        assert assert_envelope(resp)["records"] == 1
+    assert await db.fetchval("SELECT customer_name FROM customer") == "dry False"
