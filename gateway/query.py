@@ -291,6 +291,8 @@ async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: 
         xid, seq = _since(since)
         where = " AND ".join([
             f"tenant_id = {tenant_ref}",
+            # The plain range on change_xid lets the (tenant_id, change_xid) index bound the scan.
+            f"change_xid >= {sql.bind(xid)}::xid8",
             f"(change_xid, change_seq) > ({sql.bind(xid)}::xid8, {sql.bind(seq)}::bigint)",
             # Only transactions older than every running one: a change still in flight cannot be
             # skipped by a cursor that has already moved past it.
