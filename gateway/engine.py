@@ -214,14 +214,17 @@ async def write(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, batc
         try:
             if records:
                 await conn.copy_records_to_table(form.stage_table, records=zip(*arrays), columns=column_names)
-                changed = await conn.fetch(form.sql["upsert_keys" if with_keys else "upsert"], tenant_id)
-                out.inserted = sum(1 for r in changed if r["inserted"])
-                out.updated = len(changed) - out.inserted
                 if with_keys:
+                    changed = await conn.fetch(form.sql["upsert_keys"], tenant_id, form.table)
+                    out.inserted = sum(1 for r in changed if r["inserted"])
+                    out.updated = len(changed) - out.inserted
                     out.changed.update((tuple(r[k] for k in key_names), "inserted" if r["inserted"] else "updated")
                                        for r in changed)
+                else:
+                    counts = await conn.fetchrow(form.sql["upsert"], tenant_id, form.table)
+                    out.inserted, out.updated = counts["inserted"], counts["changed"] - counts["inserted"]
             if delete_keys:
-                gone = await conn.fetch(form.sql["delete"], tenant_id, *delete_arrays)
+                gone = await conn.fetch(form.sql["delete"], tenant_id, form.table, *delete_arrays)
                 out.changed.update((tuple(r[k] for k in key_names), "deleted") for r in gone)
                 out.deleted = len(gone)
         except RETRYABLE:

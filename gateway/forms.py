@@ -25,7 +25,7 @@ GET_DATA = "GetData"
 ENDPOINTS = (SYNC_DATA, SYNC_VOUCHER, GET_DATA)
 
 # The columns every synced table carries besides its own.
-META_COLUMNS = ("tenant_id", "deleted", "change_seq", "change_xid", "updated_at")
+META_COLUMNS = ("tenant_id", "deleted", "change_seq", "updated_at")
 
 
 def snake_case(name: str) -> str:
@@ -244,7 +244,7 @@ class MasterForm:
         cols = [_quote(c.name) for c in self.columns]
         keys = [_quote(c.name) for c in self.key_columns]
         data = [_quote(c.name) for c in self.data_columns]
-        key_params = ", ".join(f"${i + 2}::{c.pgtype}[]" for i, c in enumerate(self.key_columns))
+        key_params = ", ".join(f"${i + 3}::{c.pgtype}[]" for i, c in enumerate(self.key_columns))
         # Rows are COPYed into a per-connection temporary table, then merged in one statement. Measured
         # faster than unnest() of one array per column; ON COMMIT DELETE ROWS empties it at every commit.
         stage_create = (
@@ -252,34 +252,41 @@ class MasterForm:
             + ", ".join(f"{_quote(c.name)} {c.pgtype}" for c in self.columns)
             + ") ON COMMIT DELETE ROWS"
         )
-        upsert = (
-            f"INSERT INTO {table} AS t (tenant_id, {', '.join(cols)}, deleted, change_seq, change_xid, updated_at)\n"
-            f"SELECT $1, {', '.join('s.' + c for c in cols)}, false, nextval('change_seq'),"
-            f" pg_current_xact_id(), now()\n"
+        merge = (
+            f"INSERT INTO {table} AS t (tenant_id, {', '.join(cols)}, deleted, change_seq, updated_at)\n"
+            f"SELECT $1, {', '.join('s.' + c for c in cols)}, false, (SELECT id FROM c), now()\n"
             # Keys in one order in every transaction, so that concurrent batches do not deadlock.
             f"FROM {stage} AS s ORDER BY {', '.join('s.' + k for k in keys)}\n"
             f"ON CONFLICT (tenant_id, {', '.join(keys)}) DO UPDATE SET "
             + ", ".join(f"{c} = EXCLUDED.{c}" for c in data)
-            + ", deleted = false, change_seq = EXCLUDED.change_seq, change_xid = EXCLUDED.change_xid,"
-            " updated_at = EXCLUDED.updated_at\n"
+            + ", deleted = false, change_seq = EXCLUDED.change_seq, updated_at = EXCLUDED.updated_at\n"
             f"WHERE ({', '.join('t.' + c for c in data)}, t.deleted) IS DISTINCT FROM"
             f" ({', '.join('EXCLUDED.' + c for c in data)}, false)\n"
+            f"RETURNING (xmax = 0) AS inserted, {', '.join('t.' + k for k in keys)}"
         )
-        returning_keys = f"RETURNING (xmax = 0) AS inserted, {', '.join('t.' + k for k in keys)}"
         delete = (
-            f"UPDATE {table} AS t SET deleted = true, change_seq = nextval('change_seq'),"
-            " change_xid = pg_current_xact_id(), updated_at = now()\n"
+            f"UPDATE {table} AS t SET deleted = true, change_seq = (SELECT id FROM c), updated_at = now()\n"
             f"FROM unnest({key_params}) AS u({', '.join(keys)})\n"
             f"WHERE t.tenant_id = $1 AND "
             + " AND ".join(f"t.{k} = u.{k}" for k in keys)
-            + f" AND NOT t.deleted\nRETURNING {', '.join('t.' + k for k in keys)}"
+            + f" AND NOT t.deleted\nRETURNING false AS inserted, {', '.join('t.' + k for k in keys)}"
         )
+        # Each statement takes one change number (c), stamps it on the records it changes and appends their
+        # keys under that number to the change feed, in the same transaction.
+        number = "c AS (SELECT nextval('change_seq') AS id)"
+        log = (
+            "logged AS (INSERT INTO change_log (id, tenant_id, tbl, keys)"
+            f" SELECT (SELECT id FROM c), $1, $2, jsonb_agg(jsonb_build_array({', '.join(keys)})) FROM w"
+            " HAVING count(*) > 0)"
+        )
+        counts = "SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) AS changed FROM w"
+        keyed = f"SELECT inserted, {', '.join(keys)} FROM w"
         return {
             "stage_create": stage_create,
-            # Counts need only the flag; the keys come back only when per-record outcomes are asked for.
-            "upsert": upsert + "RETURNING (xmax = 0) AS inserted",
-            "upsert_keys": upsert + returning_keys,
-            "delete": delete,
+            # Counts only; the keys come back when per-record outcomes are asked for.
+            "upsert": f"WITH {number}, w AS ({merge}), {log}\n{counts}",
+            "upsert_keys": f"WITH {number}, w AS ({merge}), {log}\n{keyed}",
+            "delete": f"WITH {number}, w AS ({delete}), {log}\n{keyed}",
         }
 
 

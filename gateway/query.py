@@ -25,7 +25,7 @@ DEFAULT_LIMIT = 1_000
 MAX_LIMIT = 10_000
 OPERATORS = ("eq", "ne", "in", "gt", "gte", "lt", "lte", "prefix", "contains")
 _COMPARE = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-_SINCE_RE = re.compile(r"^(\d{1,20})\.(\d{1,20})$")
+_SINCE_RE = re.compile(r"^(\d{1,20})\.(\d{1,20})\.(\d{1,9})$")
 _REQUEST_KEYS = {"form", "id", "datefrom", "dateto", "filters", "fields", "order_by", "limit", "cursor", "since"}
 
 
@@ -229,13 +229,14 @@ def _after(sql: _Sql, order: list[tuple[Column, bool]], values: list[Any]) -> st
     return "(" + " OR ".join(ors) + ")"
 
 
-def _since(value: Any) -> tuple[int, int]:
+def _since(value: Any) -> tuple[int, int, int]:
+    """A position in the change feed: (transaction id, change_log id, place in that entry)."""
     if value in (0, "0", ""):
-        return (0, 0)
+        return (0, 0, 0)
     match = _SINCE_RE.match(value) if isinstance(value, str) else None
     if not match:
         raise BadRequest("Field 'since' must be 0 or a next_since value returned earlier", field="since")
-    return int(match.group(1)), int(match.group(2))
+    return int(match.group(1)), int(match.group(2)), int(match.group(3))
 
 
 def _fields(form: MasterForm, fields: Any) -> list[Column]:
@@ -288,19 +289,25 @@ async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: 
     if since is not None:
         if body.get("cursor") or body.get("order_by"):
             raise BadRequest("'since' pulls follow change order; drop 'cursor' and 'order_by'")
-        xid, seq = _since(since)
-        where = " AND ".join([
-            f"tenant_id = {tenant_ref}",
-            # The plain range on change_xid lets the (tenant_id, change_xid) index bound the scan.
-            f"change_xid >= {sql.bind(xid)}::xid8",
-            f"(change_xid, change_seq) > ({sql.bind(xid)}::xid8, {sql.bind(seq)}::bigint)",
+        position = _since(since)
+        xid, log_id, ord_ = (sql.bind(position[0]), sql.bind(position[1]), sql.bind(position[2]))
+        rows_of_form = " AND ".join([f"tenant_id = {tenant_ref}", *sql.where])
+        key_join = " AND ".join(f"t.{_q(c.name)} = (e.k->>{i})::{c.pgtype}" for i, c in enumerate(form.key_columns))
+        # The change feed in order, each entry joined to the record's current state (or its tombstone) if
+        # that entry made it: a record changed several times comes once, at its latest change.
+        key_join += " AND t.change_seq = l.id"
+        query = (
+            f"SELECT {', '.join('t.' + _q(c.name) for c in columns)}, t.deleted,"
+            " l.xid::text AS _xid, l.id AS _id, e.ord AS _ord\n"
+            "FROM change_log l CROSS JOIN LATERAL jsonb_array_elements(l.keys) WITH ORDINALITY AS e(k, ord)\n"
+            f"JOIN (SELECT * FROM {table} WHERE {rows_of_form}) t ON {key_join}\n"
+            f"WHERE l.tenant_id = {tenant_ref} AND l.tbl = {sql.bind(form.table)}"
+            f" AND l.xid >= {xid}::xid8 AND (l.xid, l.id, e.ord) > ({xid}::xid8, {log_id}::bigint, {ord_}::bigint)"
             # Only transactions older than every running one: a change still in flight cannot be
             # skipped by a cursor that has already moved past it.
-            "change_xid < pg_snapshot_xmin(pg_current_snapshot())",
-            *sql.where,
-        ])
-        query = (f"SELECT {select}, deleted, change_xid::text AS _xid, change_seq AS _seq FROM {table}"
-                 f" WHERE {where} ORDER BY change_xid, change_seq LIMIT {sql.bind(limit + 1)}")
+            " AND l.xid < pg_snapshot_xmin(pg_current_snapshot())\n"
+            f"ORDER BY l.xid, l.id, e.ord LIMIT {sql.bind(limit + 1)}"
+        )
         rows = await conn.fetch(query, *sql.params)
         more = len(rows) > limit
         rows = rows[:limit]
@@ -312,7 +319,8 @@ async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: 
                 item = {c.field: r[c.name] for c in columns}
             item["Deleted"] = r["deleted"]
             data.append(item)
-        next_since = f"{rows[-1]['_xid']}.{rows[-1]['_seq']}" if rows else f"{xid}.{seq}"
+        last = rows[-1] if rows else None
+        next_since = f"{last['_xid']}.{last['_id']}.{last['_ord']}" if last else ".".join(map(str, position))
         return {"records": len(data), "data": data, "next_since": next_since, "more": more}
 
     order = _order(form, body.get("order_by"))

@@ -27,7 +27,6 @@ DATA_TYPES = {
 META_TYPES = {
     "deleted": "bool",
     "change_seq": "int8",
-    "change_xid": "xid8",
     "updated_at": "timestamptz",
 }
 
@@ -173,18 +172,6 @@ async def test_primary_key_is_tenant_then_the_key_fields(form: MasterForm, db: a
         form.table,
     )
     assert [r["column_name"] for r in pk] == ["tenant_id", *(c.name for c in form.key_columns)]
-
-
-@by_name
-async def test_incremental_pull_index_exists(form: MasterForm, db: asyncpg.Connection) -> None:
-    indexes = await db.fetch(
-        "SELECT array_agg(a.attname::text ORDER BY k.ord) AS cols FROM pg_index i"
-        " CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)"
-        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
-        " WHERE i.indrelid = to_regclass($1) GROUP BY i.indexrelid",
-        form.table,
-    )
-    assert ["tenant_id", "change_xid"] in [r["cols"] for r in indexes]
 
 
 # --- names ------------------------------------------------------------------------------------------------

@@ -157,9 +157,13 @@ async def test_since_pull_waits_for_a_transaction_that_commits_late(
     try:
         tx = slow.transaction()
         await tx.start()
-        # The slow writer takes its change number first...
-        await slow.execute("UPDATE customer SET customer_name = 'slow', change_seq = nextval('change_seq'),"
-                           " change_xid = pg_current_xact_id(), updated_at = now() WHERE customer_code = 'KH003'")
+        # The slow writer takes its transaction id and writes its change first (as the engine does)...
+        number = await slow.fetchval("SELECT nextval('change_seq')")
+        await slow.execute("UPDATE customer SET customer_name = 'slow', change_seq = $1,"
+                           " updated_at = now() WHERE customer_code = 'KH003'", number)
+        await slow.execute("INSERT INTO change_log (id, tenant_id, tbl, keys)"
+                           " SELECT $1, tenant_id, 'customer', '[[\"KH003\"]]' FROM customer"
+                           " WHERE customer_code = 'KH003'", number)
         # ...then a fast writer commits a later change.
         await api.sync("setCustomer", [cust("KX004", "fast")])
         body = assert_envelope(await api.get("getCustomer", since=cursor))
@@ -221,3 +225,69 @@ async def test_day_filters_use_utc_days_whatever_the_server_time_zone(
     # server's zone, nor from the first request on a pooled connection to the next.
     for _ in range(3):
         assert await codes(api, dateFrom="2024-03-10", dateTo="2024-03-10") == ["KH001"]
+
+
+async def test_since_pull_returns_a_record_changed_many_times_once_at_its_latest_change(api: Api) -> None:
+    cursor = assert_envelope(await api.get("getCustomer", since=0))["next_since"]
+    await api.sync("setCustomer", [cust("A1", "v1"), cust("A2", "v1")])
+    await api.sync("setCustomer", [cust("A1", "v2")])
+    await api.sync("setCustomer", [cust("A3", "v1")])
+    await api.sync("setCustomer", [cust("A1", "v3")])
+    body = assert_envelope(await api.get("getCustomer", since=cursor, fields=["CustomerName"]))
+    assert [(r["CustomerCode"], r["CustomerName"]) for r in body["data"]] == \
+        [("A2", "v1"), ("A3", "v1"), ("A1", "v3")]
+
+
+async def test_since_pull_pages_through_one_large_write(api: Api) -> None:
+    await api.sync("setCustomer", [cust(f"B{i}", "x") for i in range(7)])
+    seen: list[str] = []
+    since: Any = 0
+    for _ in range(10):
+        body = assert_envelope(await api.get("getCustomer", since=since, limit=3))
+        seen += [r["CustomerCode"] for r in body["data"]]
+        since = body["next_since"]
+        if not body["more"]:
+            break
+    assert seen == [f"B{i}" for i in range(7)]
+    assert assert_envelope(await api.get("getCustomer", since=since))["records"] == 0
+
+
+async def test_a_puller_keeping_its_cursor_ends_with_the_stored_state_while_others_write(
+        api: Api, client: Any, token: str, db: asyncpg.Connection) -> None:
+    stop = asyncio.Event()
+
+    async def writer(n: int) -> None:
+        other = Api(client, token)
+        rounds = 0
+        while not stop.is_set() or rounds < 3:
+            batch = [cust(f"W{i:03d}", f"w{n} r{rounds}") for i in range(n, 120, 3)]
+            batch += [{"CustomerCode": f"W{i:03d}", "action": "delete"} for i in range(rounds % 5, 120, 17)]
+            assert (await other.sync("setCustomer", batch, mode="partial")).status_code == 200
+            rounds += 1
+            await asyncio.sleep(0)
+
+    replica: dict[str, str] = {}
+    since: Any = 0
+
+    async def pull_once() -> bool:
+        nonlocal since
+        body = assert_envelope(await api.get("getCustomer", since=since, limit=50, fields=["CustomerName"]))
+        for r in body["data"]:
+            if r["Deleted"]:
+                replica.pop(r["CustomerCode"], None)
+            else:
+                replica[r["CustomerCode"]] = r["CustomerName"]
+        since = body["next_since"]
+        return body["more"]
+
+    writers = [asyncio.create_task(writer(n)) for n in range(3)]
+    for _ in range(30):
+        await pull_once()
+        await asyncio.sleep(0.005)
+    stop.set()
+    await asyncio.gather(*writers)
+    while await pull_once():
+        pass
+    stored = {r["customer_code"]: r["customer_name"]
+              for r in await db.fetch("SELECT customer_code, customer_name FROM customer WHERE NOT deleted")}
+    assert replica == stored and stored

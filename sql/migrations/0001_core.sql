@@ -21,9 +21,21 @@ CREATE TABLE app_user (
 );
 CREATE INDEX app_user_tenant ON app_user (tenant_id);
 
--- One server-wide sequence: every insert, update or delete of a synced record takes the next value.
--- Pulls order by (change_xid, change_seq) and stop below the oldest running transaction, so a
--- puller that keeps its cursor never skips a change that commits late.
--- CACHE: each session takes numbers in blocks, sparing a shared lock per row. Numbers then interleave
--- across sessions, which is fine: order comes from the transaction id first, the sequence within it.
-CREATE SEQUENCE change_seq AS bigint CACHE 1000;
+-- The change feed that incremental pulls (GetData with `since`) follow: one row per write statement,
+-- holding the keys it changed, stamped with its transaction id. Its id comes from change_seq and is also
+-- written into every record the statement changed (the record's change_seq), so a pull returns each
+-- record once, at its latest change. Pulls read the feed in (xid, id, position) order and stop below the
+-- oldest transaction still running, so a puller that keeps its cursor never skips a change that commits
+-- late. One row per batch costs far less than a change index on every synced table, which each write
+-- would have to update once per row.
+CREATE SEQUENCE change_seq AS bigint;
+
+CREATE TABLE change_log (
+    id          bigint PRIMARY KEY,
+    tenant_id   integer NOT NULL REFERENCES tenant (id),
+    tbl         text NOT NULL,
+    xid         xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    keys        jsonb NOT NULL,  -- [[key part, ...], ...] in the order written
+    logged_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX change_log_pull ON change_log (tenant_id, tbl, xid, id);
