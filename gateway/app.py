@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import auth, engine, query
+from . import auth, engine, idempotency, query
 from .config import Settings
 from .db import create_pool, database_url
 from .errors import (
@@ -45,7 +45,7 @@ _decoder = msgspec.json.Decoder(float_hook=Decimal)
 _REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
-async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
+async def read_body(request: Request, max_bytes: int) -> bytes:
     # The Content-Type is not checked: integrators' HTTP clients label JSON in many ways; the body decides.
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
@@ -56,7 +56,10 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
         if size > max_bytes:
             raise PayloadTooLarge(f"Request body is larger than {max_bytes} bytes")
         chunks.append(chunk)
-    body = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def decode_object(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise BadRequest("Request body is empty; send a JSON object")
     try:
@@ -66,6 +69,10 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadRequest("Request body must be a JSON object")
     return value
+
+
+async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
+    return decode_object(await read_body(request, max_bytes))
 
 
 class Gateway:
@@ -104,27 +111,49 @@ def _endpoint_handler(endpoint: str):
         # A forged or expired token is refused before its body is read.
         claims = auth.claims_from_header(gw.tokens, request.headers.get("authorization"))
         structlog.contextvars.bind_contextvars(user=claims["sub"], tenant=claims["tenant"])
-        body = await read_json_object(request, gw.settings.max_body_bytes)
+        raw = await read_body(request, gw.settings.max_body_bytes)
+        body = decode_object(raw)
         form, op = gw.registry.resolve(endpoint, next((v for k, v in body.items() if k.lower() == "form"), None))
         structlog.contextvars.bind_contextvars(form=form.name if op == "sync" else form.get_name)
-        if op == "sync":
-            if claims["role"] not in auth.WRITE_ROLES:
-                raise Forbidden(f"Role '{claims['role']}' may read but not write")
-            work = engine.plan(form, body, gw.settings.max_records)  # validation holds no connection
+        if op == "get":
+            async with pool.acquire() as conn:
+                principal = await auth.principal_for(conn, claims)
+                return success("SUCCESS", **await query.get(conn, form, principal.tenant_id, body))
+
+        if claims["role"] not in auth.WRITE_ROLES:
+            raise Forbidden(f"Role '{claims['role']}' may read but not write")
+        key = idempotency.check_key(request.headers.get(idempotency.HEADER))
+        work = engine.plan(form, body, gw.settings.max_records)  # validation holds no connection
         # One connection per request: the user's current state, then the work.
         async with pool.acquire() as conn:
             principal = await auth.principal_for(conn, claims)
-            if op == "sync":
-                principal.require_write()
-                out = await engine.apply(conn, principal.tenant_id, work)
-            else:
-                out = await query.get(conn, form, principal.tenant_id, body)
-        if op == "sync":
-            log.info("synced", records=out["records"], **out["result"])
-        return success("SUCCESS", **out)
+            principal.require_write()
+            if key is None:
+                return _synced(await engine.apply(conn, principal.tenant_id, work))
+            stored = await idempotency.begin(conn, principal.tenant_id, key, idempotency.fingerprint(endpoint, raw))
+            if stored is not None:
+                log.info("idempotent_replay", status=stored.status)
+                return Response(stored.body, status_code=stored.status, media_type="application/json",
+                                headers={"Idempotent-Replayed": "true"})
+            try:
+                response = _synced(await engine.apply(conn, principal.tenant_id, work))
+            except GatewayError as exc:
+                log.info("request_rejected", status=exc.status, code=exc.code, error=exc.message)
+                response = error(exc)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await idempotency.release(conn, principal.tenant_id, key)
+                raise
+            await idempotency.finish(conn, principal.tenant_id, key, response.status_code, bytes(response.body))
+            return response
 
     handler.__name__ = endpoint
     return handler
+
+
+def _synced(out: dict[str, Any]) -> Response:
+    log.info("synced", records=out["records"], **out["result"])
+    return success("SUCCESS", **out)
 
 
 async def healthz(request: Request) -> Response:

@@ -34,3 +34,25 @@ SET disabled = $2,
     tokens_valid_after = CASE WHEN $2 THEN now() ELSE tokens_valid_after END,
     updated_at = now()
 WHERE username = $1 RETURNING id;
+
+-- name: idempotency_claim
+-- Claims a key (new, or stale: still pending after $4 seconds); returns true when this request owns it.
+INSERT INTO idempotency_key AS k (tenant_id, key, request_hash) VALUES ($1, $2, $3)
+ON CONFLICT (tenant_id, key) DO UPDATE
+    SET request_hash = EXCLUDED.request_hash, created_at = now()
+    WHERE k.response_status IS NULL AND k.created_at < now() - make_interval(secs => $4)
+      AND k.request_hash = EXCLUDED.request_hash
+RETURNING true;
+
+-- name: idempotency_get
+SELECT request_hash, response_status, response_body FROM idempotency_key WHERE tenant_id = $1 AND key = $2;
+
+-- name: idempotency_store
+UPDATE idempotency_key SET response_status = $3, response_body = $4, completed_at = now()
+WHERE tenant_id = $1 AND key = $2;
+
+-- name: idempotency_release
+DELETE FROM idempotency_key WHERE tenant_id = $1 AND key = $2 AND response_status IS NULL;
+
+-- name: idempotency_purge
+DELETE FROM idempotency_key WHERE created_at < now() - interval '24 hours';
