@@ -153,7 +153,9 @@ async def test_table_leads_with_tenant_and_carries_the_change_stamp(
         " WHERE c.conrelid = to_regclass($1) AND c.contype = 'f'",
         form.table,
     )
-    assert [(r["attname"], r["ref"]) for r in refs] == [("tenant_id", "tenant")]
+    # No per-row foreign keys on synced tables: each would run once per inserted row (measured: a third of
+    # insert throughput); tenant ids come only from authenticated users, and tenants are never deleted.
+    assert [(r["attname"], r["ref"]) for r in refs] == []
     for name, udt in META_TYPES.items():
         assert name in cols, f"{form.table}.{name} is missing"
         assert cols[name]["udt_name"] == udt, (name, cols[name]["udt_name"])
