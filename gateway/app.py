@@ -1,6 +1,7 @@
 """The ASGI application: routes, the lifespan that owns the pool, and the request pipeline.
 
-Each API request reads as stages: read body -> authenticate -> find form -> run the form -> respond.
+Each API request reads as stages: check the token -> read the body -> find the form -> validate -> check the
+user in the database -> write or query -> respond.
 """
 
 from __future__ import annotations
