@@ -266,9 +266,9 @@ def start_servers(
             "-c",
             # Served by the gateway's own worker runner (one SO_REUSEPORT socket per worker), so both sides
             # get the same process model and the same spread of connections.
-            "import sys; from gateway.server import run; "
+            ("import sys; from gateway.server import run; "
             "run('bench.bare_app:create_app', host='127.0.0.1', port=int(sys.argv[1]), workers=int(sys.argv[2]),"
-            " access_log=False, log_level='warning')",
+            " access_log=False, log_level='warning')"),
             str(bare_port),
             str(args.workers),
         ],

@@ -10,8 +10,9 @@ import contextlib
 import functools
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import msgspec

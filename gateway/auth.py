@@ -59,7 +59,7 @@ class TokenService:
         self._audience = audience
 
     def issue(self, username: str, tenant: str, role: str, now: dt.datetime | None = None) -> IssuedToken:
-        now = (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0)
+        now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
         expires = now + dt.timedelta(seconds=self._ttl)
         claims = {
             "sub": username,

@@ -8,7 +8,8 @@ import getpass
 import os
 import secrets
 import sys
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 

@@ -47,7 +47,7 @@ class Settings:
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         data_dir = Path(env.get("GATEWAY_DATA_DIR") or PROJECT_ROOT / "var")
         secret = env.get("GATEWAY_JWT_SECRET") or None

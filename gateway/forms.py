@@ -9,10 +9,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import import_module
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import jsonschema_rs
 
@@ -176,7 +177,7 @@ class MasterForm:
     by_field: dict[str, Column] = field(default_factory=dict, repr=False)
     sql: dict[str, str] = field(default_factory=dict, repr=False)
 
-    def load(self) -> "MasterForm":
+    def load(self) -> MasterForm:
         self.schema = load_schema(self.schema_name or self.name)
         if self.schema.get("additionalProperties") is not False:
             raise ValueError(f"schema of {self.name} must set additionalProperties: false")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
 
-def _add_pid(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _add_pid(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     event["pid"] = os.getpid()  # which worker: several serve one port
     return event
 

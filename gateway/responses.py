@@ -20,7 +20,7 @@ _encoder = msgspec.json.Encoder(decimal_format="number", enc_hook=_enc_hook)
 
 
 def utc_iso(ts: dt.datetime) -> str:
-    return ts.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class JSONResponse(Response):

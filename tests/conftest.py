@@ -16,12 +16,12 @@ import asyncpg
 import httpx
 import pytest
 
+from forms import FORM_MODULES
 from gateway import auth
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.db import QUERIES, migrate
 from gateway.forms import Registry, build_registry
-from forms import FORM_MODULES
 
 PASSWORD = "correct horse battery"
 

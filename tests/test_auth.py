@@ -11,8 +11,8 @@ import time
 import asyncpg
 import httpx
 import jwt
-
 from conftest import PASSWORD, add_user, assert_envelope, login
+
 from gateway.auth import TokenService
 
 INVALID = {"success": False, "messages": "Invalid username or password", "code": 401}
@@ -26,13 +26,13 @@ async def _sync(client: httpx.AsyncClient, auth_header: str | None) -> httpx.Res
 
 async def test_get_token_returns_seed_shape_with_utc_expiry(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
     await add_user(db, "alice")
-    before = dt.datetime.now(dt.timezone.utc)
+    before = dt.datetime.now(dt.UTC)
     resp = await client.post("/api/getToken", json={"username": "alice", "password": PASSWORD})
     body = assert_envelope(resp)
     assert body["success"] is True and body["code"] == 200 and body["messages"] == "Success"
     assert set(body["token"]) == {"accesstoken", "expires"}
     assert body["token"]["expires"].endswith("Z")
-    expires = dt.datetime.strptime(body["token"]["expires"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    expires = dt.datetime.strptime(body["token"]["expires"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     assert dt.timedelta(hours=23, minutes=59) < expires - before <= dt.timedelta(hours=24, seconds=1)
 
 
@@ -97,7 +97,7 @@ async def test_missing_expired_tampered_unsigned_and_foreign_tokens_get_401(
     token = await login(client, "alice")
     service = TokenService("s" * 40, 3600, "erp-sync-gateway", "erp-sync-api")
     expired = service.issue("alice", "acme", "writer",
-                            now=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)).token
+                            now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)).token
     head, payload, sig = token.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
     claims["role"] = "admin"

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-
 from conftest import login
 
 

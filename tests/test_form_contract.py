@@ -6,8 +6,8 @@ from typing import Any
 
 import asyncpg
 import pytest
-
 from conftest import Api, assert_envelope
+
 from forms import FORM_MODULES
 from gateway.forms import GET_DATA, SYNC_DATA, MasterForm, build_registry
 

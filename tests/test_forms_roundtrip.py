@@ -9,8 +9,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-
 from conftest import Api, assert_envelope
+
 from forms import FORM_MODULES
 from gateway.forms import MasterForm, build_registry
 

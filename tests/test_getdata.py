@@ -8,7 +8,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-
 from conftest import Api, assert_envelope
 
 
@@ -125,7 +124,7 @@ async def test_date_range_filters_on_last_modified(api: Api, db: asyncpg.Connect
     await db.execute("UPDATE customer SET updated_at = '2024-03-11T00:10:00Z' WHERE customer_code = 'KH002'")
     assert await codes(api, dateFrom="2024-03-10", dateTo="2024-03-10") == ["KH001"]
     assert await codes(api, dateFrom="2024-03-11", dateTo="2024-03-11") == ["KH002"]
-    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    today = dt.datetime.now(dt.UTC).date().isoformat()
     assert await codes(api, dateFrom=today) == ["KH003", "KX004", "KX005"]
 
 

@@ -6,7 +6,6 @@ import hashlib
 
 import asyncpg
 import httpx
-
 from conftest import add_user, assert_envelope, login
 
 BODY = b'{"form": "setCustomer", "data": [{"CustomerCode": "KH1", "CustomerName": "One"}]}'

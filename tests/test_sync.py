@@ -11,7 +11,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-
 from conftest import Api, assert_envelope
 
 
@@ -187,8 +186,8 @@ BAD_BODIES: list[tuple[str, bytes, int, int]] = [
     ("bad enum", b'{"form": "setCustomer", "data": [{"CustomerCode": "A", "CustomerName": "a", "Status": "7"}]}',
      422, 601),
     ("bad action", b'{"form": "setCustomer", "data": [{"CustomerCode": "A", "action": "purge"}]}', 422, 601),
-    ("delete with unknown field", b'{"form": "setCustomer", "data": [{"CustomerCode": "A", "Colour": "x",'
-     b' "action": "delete"}]}', 422, 601),
+    ("delete with unknown field", (b'{"form": "setCustomer", "data": [{"CustomerCode": "A", "Colour": "x",'
+     b' "action": "delete"}]}'), 422, 601),
     ("delete without key", b'{"form": "setCustomer", "data": [{"CustomerName": "A", "action": "delete"}]}',
      422, 601),
     ("unknown option", b'{"form": "setCustomer", "dryrun": true, "data": [{"CustomerCode": "A", "CustomerName": "a"}]}',
