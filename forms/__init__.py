@@ -15,4 +15,5 @@ FORM_MODULES = (
     "forms.expense",
     "forms.currency",
     "forms.tax_code",
+    "forms.vouchers",
 )

@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import auth, engine, idempotency, query
+from . import auth, engine, idempotency, query, vouchers
 from .config import Settings
 from .db import create_pool, database_url
 from .errors import (
@@ -125,20 +125,21 @@ def _endpoint_handler(endpoint: str):
         if claims["role"] not in auth.WRITE_ROLES:
             raise Forbidden(f"Role '{claims['role']}' may read but not write")
         key = idempotency.check_key(request.headers.get(idempotency.HEADER))
-        work = engine.plan(form, body, gw.settings.max_records)  # validation holds no connection
+        sync = vouchers if form.kind == "voucher" else engine
+        work = sync.plan(form, body, gw.settings.max_records)  # validation holds no connection
         # One connection per request: the user's current state, then the work.
         async with pool.acquire() as conn:
             principal = await auth.principal_for(conn, claims)
             principal.require_write()
             if key is None:
-                return _synced(await engine.apply(conn, principal.tenant_id, work))
+                return _synced(await sync.apply(conn, principal.tenant_id, work))
             stored = await idempotency.begin(conn, principal.tenant_id, key, idempotency.fingerprint(endpoint, raw))
             if stored is not None:
                 log.info("idempotent_replay", status=stored.status)
                 return Response(stored.body, status_code=stored.status, media_type="application/json",
                                 headers={"Idempotent-Replayed": "true"})
             try:
-                response = _synced(await engine.apply(conn, principal.tenant_id, work))
+                response = _synced(await sync.apply(conn, principal.tenant_id, work))
             except GatewayError as exc:
                 log.info("request_rejected", status=exc.status, code=exc.code, error=exc.message)
                 response = error(exc)

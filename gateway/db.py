@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from .config import SQL_DIR, Settings
 
@@ -111,10 +113,21 @@ async def ensure_stage(conn: Any, name: str, ddl: str) -> None:
         staged.add(name)
 
 
+# jsonb goes through msgspec both ways, numbers as exact decimals (voucher documents carry amounts).
+_json_encoder = msgspec.json.Encoder(decimal_format="number")
+_json_decoder = msgspec.json.Decoder(float_hook=Decimal)
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", schema="pg_catalog", format="text",
+                              encoder=lambda v: _json_encoder.encode(v).decode(), decoder=_json_decoder.decode)
+
+
 async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         url,
         connection_class=GatewayConnection,
+        init=init_connection,
         min_size=min(settings.pool_min_size, settings.pool_max_size),
         max_size=settings.pool_max_size,
         server_settings=SERVER_SETTINGS,
@@ -124,7 +137,9 @@ async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
 
 
 async def connect(url: str) -> asyncpg.Connection:
-    return await asyncpg.connect(url, server_settings=SERVER_SETTINGS, connection_class=GatewayConnection)
+    conn = await asyncpg.connect(url, server_settings=SERVER_SETTINGS, connection_class=GatewayConnection)
+    await init_connection(conn)
+    return conn
 
 
 def record_to_dict(record: Any) -> dict[str, Any]:

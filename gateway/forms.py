@@ -219,6 +219,15 @@ class MasterForm:
     def key_columns(self) -> tuple[Column, ...]:
         return tuple(self.by_field[k] for k in self.key)
 
+    # What GetData reads: a table of its own (no scope within a shared table), rows built from the columns,
+    # and the change feed under the table's name.
+    scope: tuple[tuple[str, str], ...] = ()
+    document_column: str | None = None
+
+    @property
+    def feed_name(self) -> str:
+        return self.table
+
     @property
     def data_columns(self) -> tuple[Column, ...]:
         return tuple(c for c in self.columns if c.field not in self.key)

@@ -261,6 +261,8 @@ async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: 
     columns = _fields(form, body.get("fields"))
     sql = _Sql()
     tenant_ref = sql.bind(tenant_id)
+    for column, value in form.scope:  # the form's part of a shared table (vouchers)
+        sql.where.append(f"{_q(column)} = {sql.bind(value)}")
     _filters(form, sql, body.get("filters"))
 
     key_id = body.get("id")
@@ -284,6 +286,8 @@ async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: 
         sql.where.append(f"updated_at < {sql.bind(date_to, 'date')} + 1")
 
     select = ", ".join(_q(c.name) for c in columns)
+    if form.document_column:
+        select += f", {_q(form.document_column)}"
     table = _q(form.table)
     since = body.get("since")
     if since is not None:
@@ -297,11 +301,12 @@ async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: 
         # that entry made it: a record changed several times comes once, at its latest change.
         key_join += " AND t.change_seq = l.id"
         query = (
-            f"SELECT {', '.join('t.' + _q(c.name) for c in columns)}, t.deleted,"
+            f"SELECT {', '.join('t.' + _q(c.name) for c in columns)},"
+            f"{' t.' + _q(form.document_column) + ',' if form.document_column else ''} t.deleted,"
             " l.xid::text AS _xid, l.id AS _id, e.ord AS _ord\n"
             "FROM change_log l CROSS JOIN LATERAL jsonb_array_elements(l.keys) WITH ORDINALITY AS e(k, ord)\n"
             f"JOIN (SELECT * FROM {table} WHERE {rows_of_form}) t ON {key_join}\n"
-            f"WHERE l.tenant_id = {tenant_ref} AND l.tbl = {sql.bind(form.table)}"
+            f"WHERE l.tenant_id = {tenant_ref} AND l.tbl = {sql.bind(form.feed_name)}"
             f" AND l.xid >= {xid}::xid8 AND (l.xid, l.id, e.ord) > ({xid}::xid8, {log_id}::bigint, {ord_}::bigint)"
             # Only transactions older than every running one: a change still in flight cannot be
             # skipped by a cursor that has already moved past it.
@@ -316,7 +321,7 @@ async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: 
             if r["deleted"]:
                 item = {c.field: r[c.name] for c in form.key_columns}
             else:
-                item = {c.field: r[c.name] for c in columns}
+                item = _render(form, columns, r)
             item["Deleted"] = r["deleted"]
             data.append(item)
         last = rows[-1] if rows else None
@@ -338,12 +343,19 @@ async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: 
     rows = await conn.fetch(query, *sql.params)
     more = len(rows) > limit
     rows = rows[:limit]
-    data = [{c.field: r[c.name] for c in columns} for r in rows]
+    data = [_render(form, columns, r) for r in rows]
     next_cursor = None
     if more:
         last = rows[-1]
         next_cursor = _encode_cursor(sig, [_jsonable(last[f"_o{i}"]) for i in range(len(order))])
     return {"records": len(data), "data": data, "next_cursor": next_cursor}
+
+
+def _render(form: Any, columns: list[Column], row: Any) -> dict[str, Any]:
+    """A record as the catalog spells it: from its columns, or the stored document (vouchers, lines included)."""
+    if form.document_column:
+        return dict(row[form.document_column])
+    return {c.field: row[c.name] for c in columns}
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,0 +1,479 @@
+"""SyncVoucher: documents with a header and detail lines, each replaced whole in one transaction.
+
+Stages, as for masters: normalise names and validate (JSON Schema, CPU only) -> check against the database
+(referenced masters exist, currency rounding of totals, locked period) -> write (headers merged in key
+order, then the lines of the vouchers that changed replaced) -> counts. A voucher's `Status: "0"` cancels it:
+its lines go, its header stays as a tombstone for pullers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import asyncpg
+import structlog
+
+from .engine import (
+    MAX_ATTEMPTS,
+    RETRYABLE,
+    SyncOptions,
+    json_pointer,
+    parse_options,
+    records_of,
+)
+from .errors import BadRequest, DataStructureError
+from .forms import SYNC_VOUCHER, Column, compile_validator, load_schema
+
+log = structlog.get_logger(__name__)
+
+# Header fields with a typed column of `voucher` (for checks and GetData filters); the whole document is
+# kept as sent besides.
+HEADER_COLUMNS: dict[str, tuple[str, str]] = {
+    "VoucherId": ("voucher_id", "text"),
+    "VoucherNumber": ("voucher_number", "text"),
+    "VoucherDate": ("voucher_date", "date"),
+    "Currency": ("currency", "text"),
+    "ExchangeRate": ("exchange_rate", "numeric"),
+    "TotalAmount": ("total_amount", "numeric"),
+    "Description": ("description", "text"),
+}
+# Line fields with a typed column of `voucher_line`.
+LINE_COLUMNS: dict[str, tuple[str, str]] = {
+    "RefNumber": ("line_no", "integer"),
+    "ItemCode": ("item_code", "text"),
+    "Uom": ("uom", "text"),
+    "SiteCode": ("site_code", "text"),
+    "Quantity": ("quantity", "numeric"),
+    "UnitPrice": ("unit_price", "numeric"),
+    "Amount": ("amount", "numeric"),
+    "Discount": ("discount", "numeric"),
+    "TaxRate": ("tax_rate", "numeric"),
+    "TaxAmount": ("tax_amount", "numeric"),
+    "TotalAmount": ("total_amount", "numeric"),
+    "AccountCode": ("account_code", "text"),
+    "DebitAccount": ("debit_account", "text"),
+    "CreditAccount": ("credit_account", "text"),
+    "Debit": ("debit", "numeric"),
+    "Credit": ("credit", "numeric"),
+    "JobCode": ("job_code", "text"),
+    "DeptCode": ("dept_code", "text"),
+    "ContractCode": ("contract_code", "text"),
+    "ExpenseCode": ("expense_code", "text"),
+}
+DETAIL = "detail"
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A code in the voucher that must name a live record of one of the given master catalogs.
+
+    `path` is a header field ("CustomerCode") or "<list>/<Field>" for that field of every item of a list
+    ("detail/ItemCode"); `targets` are (table, key column) pairs, any of which may hold the code.
+    """
+
+    path: str
+    targets: tuple[tuple[str, str], ...]
+
+    @property
+    def catalogs(self) -> str:
+        return " or ".join(t for t, _ in self.targets)
+
+
+def _normaliser(schema: dict[str, Any]) -> Any:
+    """A function giving a record the schema's spelling of every field name, nested objects included."""
+    props: dict[str, Any] = schema.get("properties", {})
+    names = {name.lower(): name for name in props}
+    nested = {}
+    for name, prop in props.items():
+        items = prop.get("items") if prop.get("type") == "array" else None
+        if isinstance(items, dict) and items.get("type") == "object":
+            nested[name] = _normaliser(items)
+
+    def normalise(record: Any) -> Any:
+        if not isinstance(record, dict):
+            return record
+        out = {}
+        for key, value in record.items():
+            canonical: str = names.get(key.lower()) or key
+            sub = nested.get(canonical)
+            if sub is not None and isinstance(value, list):
+                value = [sub(v) for v in value]
+            out[canonical] = value
+        return out
+
+    return normalise
+
+
+@dataclass
+class VoucherForm:
+    name: str
+    get_name: str
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+    get_aliases: tuple[str, ...] = ()
+    partner: str | None = None  # the header field naming the partner, e.g. CustomerCode
+    references: tuple[Ref, ...] = ()
+    # (header field, line field) pairs: the header total must equal the sum of the lines.
+    totals: tuple[tuple[str, str], ...] = ()
+    balanced: bool = False  # journal: the lines' Debit and Credit sums are equal
+    endpoint: str = SYNC_VOUCHER
+    kind: str = field(default="voucher", init=False)
+    # What GetData needs: the shared table, this form's scope in it, the key, the typed header columns.
+    table: str = field(default="voucher", init=False)
+    key: tuple[str, ...] = field(default=("VoucherId",), init=False)
+    document_column: str = field(default="document", init=False)
+
+    schema: dict[str, Any] = field(default_factory=dict, repr=False)
+    validator: Any = field(default=None, repr=False)
+    delete_validator: Any = field(default=None, repr=False)
+    normalise: Any = field(default=None, repr=False)
+    columns: tuple[Column, ...] = field(default=(), repr=False)
+    by_field: dict[str, Column] = field(default_factory=dict, repr=False)
+    field_map: dict[str, str] = field(default_factory=dict, repr=False)
+    line_fields: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
+
+    @property
+    def feed_name(self) -> str:
+        return self.name
+
+    @property
+    def scope(self) -> tuple[tuple[str, str], ...]:
+        return (("form", self.name),)
+
+    @property
+    def key_columns(self) -> tuple[Column, ...]:
+        return (self.by_field["VoucherId"],)
+
+    def sync_names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+    def get_names(self) -> tuple[str, ...]:
+        return (self.get_name, *self.get_aliases)
+
+    def load(self) -> VoucherForm:
+        self.schema = load_schema(self.name)
+        props = self.schema["properties"]
+        if self.schema.get("additionalProperties") is not False or DETAIL not in props:
+            raise ValueError(f"schema of {self.name} must set additionalProperties: false and have 'detail'")
+        self.validator = compile_validator(self.schema)
+        self.delete_validator = compile_validator({
+            "type": "object",
+            "properties": {k: (props[k] if k in ("VoucherId", "Status") else {}) for k in props},
+            "required": ["VoucherId"],
+            "additionalProperties": False,
+        })
+        self.normalise = _normaliser(self.schema)
+        header = dict(HEADER_COLUMNS)
+        if self.partner:
+            header[self.partner] = ("partner_code", "text")
+        self.columns = tuple(
+            Column(field=f, name=col, pgtype=t, default=props[f].get("default"), required=f in self.schema["required"])
+            for f, (col, t) in header.items() if f in props
+        )
+        self.by_field = {c.field: c for c in self.columns}
+        self.field_map = {c.field.lower(): c.field for c in self.columns}
+        line_props = props[DETAIL]["items"]["properties"]
+        self.line_fields = tuple((f, col, t) for f, (col, t) in LINE_COLUMNS.items() if f in line_props)
+        return self
+
+
+# --- preparing a batch (no database) ---------------------------------------------------------------------
+
+@dataclass
+class VoucherBatch:
+    upserts: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # id -> (index, document)
+    deletes: dict[str, int] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    failed_indexes: set[int] = field(default_factory=set)
+    superseded: int = 0
+
+    def fail(self, index: int, key: Any, path: str, message: str) -> None:
+        self.errors.append({"index": index, "key": key if isinstance(key, str) else None, "path": path,
+                            "message": message})
+        self.failed_indexes.add(index)
+
+
+def _is_cancel(status: Any) -> bool:
+    return status in ("0", 0)
+
+
+def prepare(form: VoucherForm, data: list[Any]) -> VoucherBatch:
+    batch = VoucherBatch()
+    latest: dict[str, int] = {}
+    for index, record in enumerate(data):
+        if not isinstance(record, dict):
+            batch.fail(index, None, "", "Voucher must be a JSON object")
+            continue
+        doc = form.normalise(record)
+        key = doc.get("VoucherId")
+        cancel = _is_cancel(doc.get("Status"))
+        validator = form.delete_validator if cancel else form.validator
+        if not validator.is_valid(doc):
+            for err in validator.iter_errors(doc):
+                batch.fail(index, key, json_pointer(err.instance_path), err.message)
+        elif not cancel:
+            numbers = Counter(line.get("RefNumber") for line in doc[DETAIL])
+            for i, line in enumerate(doc[DETAIL]):
+                if numbers[line.get("RefNumber")] > 1:
+                    batch.fail(index, key, f"/{DETAIL}/{i}/RefNumber",
+                               f"RefNumber {line.get('RefNumber')} appears more than once in the voucher")
+            if form.balanced:
+                debit = sum((line.get("Debit") or 0 for line in doc[DETAIL]), Decimal(0))
+                credit = sum((line.get("Credit") or 0 for line in doc[DETAIL]), Decimal(0))
+                if debit != credit:
+                    batch.fail(index, key, f"/{DETAIL}", f"debits {debit} do not equal credits {credit}")
+        if index in batch.failed_indexes:
+            if isinstance(key, str) and key in latest:  # an invalid last occurrence: the key is not written
+                batch.superseded += 1
+                batch.upserts.pop(key, None)
+                batch.deletes.pop(key, None)
+                del latest[key]
+            continue
+        if key in latest:
+            batch.superseded += 1
+            batch.upserts.pop(key, None)
+            batch.deletes.pop(key, None)
+        latest[key] = index
+        if cancel:
+            batch.deletes[key] = index
+        else:
+            for name, prop in form.schema["properties"].items():
+                if name not in doc and "default" in prop:
+                    doc[name] = prop["default"]
+            batch.upserts[key] = (index, doc)
+    return batch
+
+
+# --- checks against the database --------------------------------------------------------------------------
+
+def _places(doc: dict[str, Any], path: str) -> list[tuple[str, Any]]:
+    """(JSON Pointer, value) for a header field, or for "<list>/<Field>" that field in every list item."""
+    if "/" in path:
+        table, name = path.split("/", 1)
+        return [(f"/{table}/{i}/{name}", item.get(name)) for i, item in enumerate(doc.get(table) or ())]
+    return [(f"/{path}", doc.get(path))]
+
+
+def _codes(ref: Ref, doc: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [(p, v) for p, v in _places(doc, ref.path) if v not in (None, "")]
+
+
+async def check(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, batch: VoucherBatch) -> None:
+    """Set-based checks of the whole batch: one query per referenced catalog, then per voucher in memory."""
+    docs = list(batch.upserts.items())
+    found: dict[Ref, set[str]] = {}
+    for ref in form.references:
+        codes = sorted({code for _, (_, doc) in docs for _, code in _codes(ref, doc)})
+        found[ref] = set()
+        for table, column in ref.targets if codes else ():
+            # Identifiers come from the form declarations, never from a request.
+            rows = await conn.fetch(
+                f'SELECT "{column}" AS code FROM "{table}"'
+                f' WHERE tenant_id = $1 AND "{column}" = ANY($2::text[]) AND NOT deleted',
+                tenant_id, codes)
+            found[ref].update(r["code"] for r in rows)
+    currencies = {r["currency_code"]: r["decimal_places"] for r in await conn.fetch(
+        "SELECT currency_code, decimal_places FROM currency WHERE tenant_id = $1 AND NOT deleted"
+        " AND currency_code = ANY($2::text[])", tenant_id, sorted({d["Currency"] for _, (_, d) in docs}))}
+    locked_until = await conn.fetchval("SELECT locked_until FROM tenant WHERE id = $1", tenant_id)
+
+    for key, (index, doc) in docs:
+        for ref in form.references:
+            for path, code in _codes(ref, doc):
+                if code not in found[ref]:
+                    batch.fail(index, key, path,
+                               f"{ref.path.split('/')[-1]} '{code}' does not exist in {ref.catalogs}")
+        places = currencies.get(doc["Currency"])
+        if places is None:
+            batch.fail(index, key, "/Currency", f"Currency '{doc['Currency']}' does not exist in currency")
+        else:
+            quantum = Decimal(1).scaleb(-places)
+            for header_field, line_field in form.totals:
+                path = line_field if "/" in line_field else f"{DETAIL}/{line_field}"
+                total = sum((Decimal(v or 0) for _, v in _places(doc, path)), Decimal(0))
+                stated = Decimal(doc.get(header_field) or 0)
+                if total.quantize(quantum, ROUND_HALF_UP) != stated.quantize(quantum, ROUND_HALF_UP):
+                    batch.fail(index, key, f"/{header_field}",
+                               f"{header_field} {stated} is not the sum of the lines' {line_field} ({total})")
+        voucher_date = dt.date.fromisoformat(doc["VoucherDate"])
+        if locked_until is not None and voucher_date <= locked_until:
+            batch.fail(index, key, "/VoucherDate", f"VoucherDate {voucher_date} is in the period locked until "
+                       f"{locked_until}")
+    for key in [k for k, (i, _) in batch.upserts.items() if i in batch.failed_indexes]:
+        del batch.upserts[key]
+    if locked_until is not None and batch.deletes:
+        rows = await conn.fetch(
+            "SELECT voucher_id, voucher_date FROM voucher WHERE tenant_id = $1 AND form = $2"
+            " AND voucher_id = ANY($3::text[]) AND NOT deleted", tenant_id, form.name, sorted(batch.deletes))
+        for r in rows:
+            if r["voucher_date"] <= locked_until:
+                index = batch.deletes.pop(r["voucher_id"])
+                batch.fail(index, r["voucher_id"], "/Status",
+                           f"the voucher's date {r['voucher_date']} is in the period locked until {locked_until}")
+
+
+# --- writing -------------------------------------------------------------------------------------------
+
+_UPSERT = """
+WITH c AS (SELECT nextval('change_seq') AS id),
+w AS (
+    INSERT INTO voucher AS t (tenant_id, form, voucher_id, voucher_number, voucher_date, partner_code, currency,
+                              exchange_rate, total_amount, description, document, deleted, change_seq, updated_at)
+    SELECT $1, $2, u.voucher_id, u.voucher_number, u.voucher_date, u.partner_code, u.currency, u.exchange_rate,
+           u.total_amount, u.description, u.document, false, (SELECT id FROM c), now()
+    FROM unnest($3::text[], $4::text[], $5::date[], $6::text[], $7::text[], $8::numeric[], $9::numeric[],
+                $10::text[], $11::jsonb[])
+         AS u(voucher_id, voucher_number, voucher_date, partner_code, currency, exchange_rate, total_amount,
+              description, document)
+    ORDER BY u.voucher_id
+    ON CONFLICT (tenant_id, form, voucher_id) DO UPDATE SET
+        voucher_number = EXCLUDED.voucher_number, voucher_date = EXCLUDED.voucher_date,
+        partner_code = EXCLUDED.partner_code, currency = EXCLUDED.currency,
+        exchange_rate = EXCLUDED.exchange_rate, total_amount = EXCLUDED.total_amount,
+        description = EXCLUDED.description, document = EXCLUDED.document, deleted = false,
+        change_seq = EXCLUDED.change_seq, updated_at = EXCLUDED.updated_at
+    WHERE (t.document, t.deleted) IS DISTINCT FROM (EXCLUDED.document, false)
+    RETURNING (xmax = 0) AS inserted, t.voucher_id
+),
+logged AS (
+    INSERT INTO change_log (id, tenant_id, tbl, keys)
+    SELECT (SELECT id FROM c), $1, $2, jsonb_agg(jsonb_build_array(voucher_id)) FROM w HAVING count(*) > 0
+)
+SELECT inserted, voucher_id FROM w
+"""
+
+_CANCEL = """
+WITH c AS (SELECT nextval('change_seq') AS id),
+w AS (
+    UPDATE voucher AS t SET deleted = true, change_seq = (SELECT id FROM c), updated_at = now()
+    FROM unnest($3::text[]) AS u(voucher_id)
+    WHERE t.tenant_id = $1 AND t.form = $2 AND t.voucher_id = u.voucher_id AND NOT t.deleted
+    RETURNING t.voucher_id
+),
+logged AS (
+    INSERT INTO change_log (id, tenant_id, tbl, keys)
+    SELECT (SELECT id FROM c), $1, $2, jsonb_agg(jsonb_build_array(voucher_id)) FROM w HAVING count(*) > 0
+)
+SELECT voucher_id FROM w
+"""
+
+_DROP_LINES = "DELETE FROM voucher_line WHERE tenant_id = $1 AND form = $2 AND voucher_id = ANY($3::text[])"
+
+
+def _to(pgtype: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if pgtype == "date":
+        return dt.date.fromisoformat(value)
+    if pgtype == "numeric":
+        return Decimal(value)
+    if pgtype == "integer":
+        return int(value)
+    return value if isinstance(value, str) else str(value)
+
+
+def _insert_lines_sql(form: VoucherForm) -> str:
+    cols = [col for _, col, _ in form.line_fields]
+    params = ", ".join(f"${i + 4}::{t}[]" for i, (_, _, t) in enumerate(form.line_fields))
+    return (f"INSERT INTO voucher_line (tenant_id, form, voucher_id, {', '.join(cols)})"
+            f" SELECT $1, $2, u.* FROM unnest($3::text[], {params}) AS u")
+
+
+async def write(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, batch: VoucherBatch,
+                dry_run: bool) -> dict[str, int]:
+    ids = sorted(batch.upserts)
+    docs = [batch.upserts[k][1] for k in ids]
+    header = [
+        ids,
+        [d.get("VoucherNumber") for d in docs],
+        [dt.date.fromisoformat(d["VoucherDate"]) for d in docs],
+        [d.get(form.partner) if form.partner else None for d in docs],
+        [d["Currency"] for d in docs],
+        [Decimal(d["ExchangeRate"]) for d in docs],
+        [_to("numeric", d.get("TotalAmount")) for d in docs],
+        [d.get("Description") for d in docs],
+        docs,
+    ]
+    cancel_ids = sorted(batch.deletes)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            inserted = updated = cancelled = 0
+            if ids:
+                rows = await conn.fetch(_UPSERT, tenant_id, form.name, *header)
+                inserted = sum(1 for r in rows if r["inserted"])
+                updated = len(rows) - inserted
+                changed = {r["voucher_id"] for r in rows}
+                if changed:
+                    # Replace the lines of the vouchers that changed, whole: no orphan line survives.
+                    await conn.execute(_DROP_LINES, tenant_id, form.name, sorted(changed))
+                    lines = [(k, line) for k in ids if k in changed for line in batch.upserts[k][1][DETAIL]]
+                    arrays = [[k for k, _ in lines]] + [[_to(t, line.get(f)) for _, line in lines]
+                                                       for f, _, t in form.line_fields]
+                    await conn.execute(_insert_lines_sql(form), tenant_id, form.name, *arrays)
+            if cancel_ids:
+                gone = [r["voucher_id"] for r in await conn.fetch(_CANCEL, tenant_id, form.name, cancel_ids)]
+                cancelled = len(gone)
+                if gone:
+                    await conn.execute(_DROP_LINES, tenant_id, form.name, gone)
+        except RETRYABLE:
+            await tx.rollback()
+            if attempt == MAX_ATTEMPTS:
+                raise
+            await asyncio.sleep(0.01 * attempt)
+            continue
+        except BaseException:
+            await tx.rollback()
+            raise
+        if dry_run:
+            await tx.rollback()
+        else:
+            await tx.commit()
+        unchanged = len(ids) + len(cancel_ids) - inserted - updated - cancelled
+        return {"inserted": inserted, "updated": updated, "unchanged": unchanged, "deleted": cancelled}
+    raise AssertionError("unreachable")
+
+
+# --- the request --------------------------------------------------------------------------------------------
+
+@dataclass
+class VoucherPlan:
+    form: VoucherForm
+    options: SyncOptions
+    data: list[Any]
+    batch: VoucherBatch
+
+
+def plan(form: VoucherForm, body: dict[str, Any], max_records: int) -> VoucherPlan:
+    options = parse_options(body)
+    if options.outcomes:
+        raise BadRequest("'outcomes' is not available for vouchers yet")
+    data = records_of(body, max_records)
+    return VoucherPlan(form, options, data, prepare(form, data))
+
+
+async def apply(conn: asyncpg.Connection, tenant_id: int, work: VoucherPlan) -> dict[str, Any]:
+    form, options, data, batch = work.form, work.options, work.data, work.batch
+    if batch.upserts or batch.deletes:
+        await check(conn, form, tenant_id, batch)
+    failed = len(batch.failed_indexes)
+    result = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0, "failed": failed,
+              "superseded": batch.superseded}
+    if batch.errors and (options.mode == "atomic" or failed == len(data)):
+        what = "nothing was written" if not options.dry_run else "dry run"
+        raise DataStructureError(f"{failed} of {len(data)} vouchers are invalid; {what}",
+                                 records=0, result=result, errors=batch.errors)
+    result.update(await write(conn, form, tenant_id, batch, options.dry_run))
+    synced = result["inserted"] + result["updated"] + result["unchanged"] + result["deleted"]
+    response: dict[str, Any] = {"records": synced, "fkey": "", "result": result}
+    if batch.errors:
+        response["errors"] = batch.errors
+    if options.dry_run:
+        response["dry_run"] = True
+    return response
