@@ -48,6 +48,7 @@ LINE_COLUMNS: dict[str, tuple[str, str]] = {
     "ItemCode": ("item_code", "text"),
     "Uom": ("uom", "text"),
     "SiteCode": ("site_code", "text"),
+    "ToSiteCode": ("to_site_code", "text"),
     "Quantity": ("quantity", "numeric"),
     "UnitPrice": ("unit_price", "numeric"),
     "Amount": ("amount", "numeric"),

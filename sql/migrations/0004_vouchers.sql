@@ -31,6 +31,7 @@ CREATE TABLE voucher_line (
     item_code       text,
     uom             text,
     site_code       text,
+    to_site_code    text,                   -- stock transfers: the receiving site
     quantity        numeric,
     unit_price      numeric,
     amount          numeric,
