@@ -16,4 +16,6 @@ FORM_MODULES = (
     "forms.currency",
     "forms.tax_code",
     "forms.vouchers",
+    "forms.postings",
+    "gateway.reports",
 )

@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import auth, engine, idempotency, query, vouchers
+from . import auth, engine, idempotency, query, reports, vouchers
 from .config import Settings
 from .db import create_pool, database_url
 from .errors import (
@@ -118,9 +118,10 @@ def _endpoint_handler(endpoint: str):
         form, op = gw.registry.resolve(endpoint, next((v for k, v in body.items() if k.lower() == "form"), None))
         structlog.contextvars.bind_contextvars(form=form.name if op == "sync" else form.get_name)
         if op == "get":
+            read = reports.run if form.kind == "report" else query.get
             async with pool.acquire() as conn:
                 principal = await auth.principal_for(conn, claims)
-                return success("SUCCESS", **await query.get(conn, form, principal.tenant_id, body))
+                return success("SUCCESS", **await read(conn, form, principal.tenant_id, body))
 
         if claims["role"] not in auth.WRITE_ROLES:
             raise Forbidden(f"Role '{claims['role']}' may read but not write")

@@ -310,7 +310,8 @@ class Registry:
 
     def register(self, form: Any) -> None:
         self.forms.append(form)
-        self._add(form.endpoint, form.sync_names(), form, "sync")
+        if form.sync_names():  # reports are read-only: GetData names only
+            self._add(form.endpoint, form.sync_names(), form, "sync")
         self._add(GET_DATA, form.get_names(), form, "get")
 
     def _add(self, endpoint: str, names: Iterable[str], form: Any, op: str) -> None:
@@ -350,9 +351,20 @@ class Registry:
 
 
 def build_registry(module_names: Iterable[str]) -> Registry:
+    """Forms from the modules' FORMS lists, then the POSTINGS rules (by form name) attached to them."""
     registry = Registry()
+    postings: dict[str, Any] = {}
     for module_name in module_names:
         module = import_module(module_name)
         for form in getattr(module, "FORMS", ()):
             registry.register(form.load())
+        for name, posting in getattr(module, "POSTINGS", {}).items():
+            if name in postings:
+                raise ValueError(f"posting rules for {name!r} are declared twice")
+            postings[name] = posting
+    by_name = {form.name: form for form in registry.forms}
+    for name, posting in postings.items():
+        form = by_name.get(name)
+        if form is not None:  # rules may wait for a form not registered yet
+            form.posting = posting.build()
     return registry

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from . import posting
 from .engine import (
     MAX_ATTEMPTS,
     RETRYABLE,
@@ -122,6 +123,9 @@ class VoucherForm:
     # (header field, line field) pairs: the header total must equal the sum of the lines.
     totals: tuple[tuple[str, str], ...] = ()
     balanced: bool = False  # journal: the lines' Debit and Credit sums are equal
+    # (field, other field) pairs that must differ on every line (a transfer's SiteCode and ToSiteCode).
+    distinct_in_line: tuple[tuple[str, str], ...] = ()
+    posting: Any = None  # posting.Posting, attached by the registry from forms/postings.py
     endpoint: str = SYNC_VOUCHER
     kind: str = field(default="voucher", init=False)
     # What GetData needs: the shared table, this form's scope in it, the key, the typed header columns.
@@ -223,6 +227,10 @@ def prepare(form: VoucherForm, data: list[Any]) -> VoucherBatch:
                 if numbers[line.get("RefNumber")] > 1:
                     batch.fail(index, key, f"/{DETAIL}/{i}/RefNumber",
                                f"RefNumber {line.get('RefNumber')} appears more than once in the voucher")
+            for first, second in form.distinct_in_line:
+                for i, item in enumerate(doc[DETAIL]):
+                    if item.get(first) is not None and item.get(first) == item.get(second):
+                        batch.fail(index, key, f"/{DETAIL}/{i}/{second}", f"{second} must differ from {first}")
             if form.balanced:
                 debit = sum((line.get("Debit") or 0 for line in doc[DETAIL]), Decimal(0))
                 credit = sum((line.get("Credit") or 0 for line in doc[DETAIL]), Decimal(0))
@@ -305,6 +313,8 @@ async def check(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
         if locked_until is not None and voucher_date <= locked_until:
             batch.fail(index, key, "/VoucherDate", f"VoucherDate {voucher_date} is in the period locked until "
                        f"{locked_until}")
+    if form.posting is not None and form.posting.allocates:
+        await _check_allocations(conn, form, tenant_id, batch, docs)
     for key in [k for k, (i, _) in batch.upserts.items() if i in batch.failed_indexes]:
         del batch.upserts[key]
     if locked_until is not None and batch.deletes:
@@ -316,6 +326,29 @@ async def check(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
                 index = batch.deletes.pop(r["voucher_id"])
                 batch.fail(index, r["voucher_id"], "/Status",
                            f"the voucher's date {r['voucher_date']} is in the period locked until {locked_until}")
+
+
+async def _check_allocations(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, batch: VoucherBatch,
+                             docs: list[tuple[str, tuple[int, dict[str, Any]]]]) -> None:
+    """Allocations pay live invoices of the paid form, each once, and not more than the voucher's total."""
+    invoice_form = form.posting.allocates
+    wanted = sorted({a.get("InvoiceId") for _, (_, d) in docs for a in d.get("allocation") or ()})
+    live = {r["voucher_id"] for r in await conn.fetch(
+        "SELECT voucher_id FROM voucher WHERE tenant_id = $1 AND form = $2 AND voucher_id = ANY($3::text[])"
+        " AND NOT deleted", tenant_id, invoice_form, wanted)} if wanted else set()
+    for key, (index, doc) in docs:
+        allocations = doc.get("allocation") or []
+        seen: set[str] = set()
+        for i, allocation in enumerate(allocations):
+            invoice = allocation.get("InvoiceId")
+            if invoice not in live:
+                batch.fail(index, key, f"/allocation/{i}/InvoiceId", f"InvoiceId '{invoice}' is not a {invoice_form}")
+            if invoice in seen:
+                batch.fail(index, key, f"/allocation/{i}/InvoiceId", f"InvoiceId '{invoice}' is allocated twice")
+            seen.add(invoice)
+        allocated = sum((Decimal(a.get("Amount") or 0) for a in allocations), Decimal(0))
+        if allocations and allocated > Decimal(doc.get("TotalAmount") or 0):
+            batch.fail(index, key, "/allocation", f"allocations total {allocated}, more than TotalAmount")
 
 
 # --- writing -------------------------------------------------------------------------------------------
@@ -418,11 +451,13 @@ async def write(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
                     arrays = [[k for k, _ in lines]] + [[_to(t, line.get(f)) for _, line in lines]
                                                        for f, _, t in form.line_fields]
                     await conn.execute(_insert_lines_sql(form), tenant_id, form.name, *arrays)
+                    await posting.repost(conn, form.posting, tenant_id, form.name, sorted(changed))
             if cancel_ids:
                 gone = [r["voucher_id"] for r in await conn.fetch(_CANCEL, tenant_id, form.name, cancel_ids)]
                 cancelled = len(gone)
                 if gone:
                     await conn.execute(_DROP_LINES, tenant_id, form.name, gone)
+                    await posting.unpost(conn, tenant_id, form.name, gone)
         except RETRYABLE:
             await tx.rollback()
             if attempt == MAX_ATTEMPTS:

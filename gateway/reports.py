@@ -1,0 +1,250 @@
+"""Reports through GetData, computed in SQL over the postings (no Python loop over ledger rows).
+
+Each report is a GetData form: {"form": "getTrialBalance", "dateFrom": "2026-01-01", "dateTo": "2026-03-31"}.
+Amounts are in the base currency (posted amount x exchange rate), except where a field says otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from .errors import BadRequest
+from .forms import GET_DATA
+
+EARLIEST = dt.date(1, 1, 1)
+LATEST = dt.date(9999, 12, 31)
+
+Runner = Callable[[asyncpg.Connection, int, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+@dataclass
+class ReportForm:
+    get_name: str
+    run: Runner = field(repr=False)
+    params: tuple[str, ...] = ("datefrom", "dateto")
+    description: str = ""
+    get_aliases: tuple[str, ...] = ()
+    kind: str = field(default="report", init=False)
+    endpoint: str = field(default=GET_DATA, init=False)
+
+    @property
+    def name(self) -> str:
+        return self.get_name
+
+    def sync_names(self) -> tuple[str, ...]:
+        return ()
+
+    def get_names(self) -> tuple[str, ...]:
+        return (self.get_name, *self.get_aliases)
+
+    def load(self) -> ReportForm:
+        return self
+
+
+def _date(params: dict[str, Any], name: str, default: dt.date) -> dt.date:
+    value = params.get(name.lower())
+    if value in (None, ""):
+        return default
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise BadRequest(f"Field '{name}' must be a date yyyy-MM-dd, got {value!r}", field=name)
+
+
+def _rows(records: list[asyncpg.Record]) -> list[dict[str, Any]]:
+    return [dict(r.items()) for r in records]
+
+
+async def run(conn: asyncpg.Connection, form: ReportForm, tenant_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    params = {k.lower(): v for k, v in body.items() if k.lower() != "form"}
+    unknown = sorted(set(params) - set(form.params))
+    if unknown:
+        raise BadRequest(f"Unknown request field '{unknown[0]}' for {form.get_name}; known: "
+                         f"{', '.join(form.params)}", field=unknown[0])
+    out = await form.run(conn, tenant_id, params)
+    out["records"] = len(out["data"])
+    return out
+
+
+TRIAL_BALANCE = """
+SELECT g.account_code AS "AccountCode", a.account_name AS "AccountName",
+       COALESCE(sum(g.debit - g.credit) FILTER (WHERE g.entry_date < $2), 0) AS "Opening",
+       COALESCE(sum(g.debit) FILTER (WHERE g.entry_date >= $2), 0) AS "Debit",
+       COALESCE(sum(g.credit) FILTER (WHERE g.entry_date >= $2), 0) AS "Credit",
+       COALESCE(sum(g.debit - g.credit), 0) AS "Closing"
+FROM gl_entry g
+LEFT JOIN account a ON a.tenant_id = g.tenant_id AND a.account_code = g.account_code
+WHERE g.tenant_id = $1 AND g.entry_date <= $3
+GROUP BY g.account_code, a.account_name
+ORDER BY g.account_code
+"""
+
+
+async def trial_balance(conn: asyncpg.Connection, tenant_id: int, params: dict[str, Any]) -> dict[str, Any]:
+    """By account: balance before dateFrom, debits and credits from dateFrom to dateTo, balance at dateTo.
+
+    Balances are signed: debit positive, credit negative.
+    """
+    start, end = _date(params, "dateFrom", EARLIEST), _date(params, "dateTo", LATEST)
+    data = _rows(await conn.fetch(TRIAL_BALANCE, tenant_id, start, end))
+    return {"data": data}
+
+
+ACCOUNT_LEDGER = """
+WITH opening AS (
+    SELECT COALESCE(sum(debit - credit), 0) AS balance FROM gl_entry
+    WHERE tenant_id = $1 AND account_code = $2 AND entry_date < $3
+)
+SELECT g.entry_date AS "EntryDate", g.form AS "Form", g.voucher_id AS "VoucherId",
+       v.voucher_number AS "VoucherNumber", v.description AS "Description", g.partner_code AS "PartnerCode",
+       g.debit AS "Debit", g.credit AS "Credit",
+       (SELECT balance FROM opening)
+         + sum(g.debit - g.credit) OVER (ORDER BY g.entry_date, g.form, g.voucher_id, g.entry_no) AS "Balance"
+FROM gl_entry g
+LEFT JOIN voucher v ON v.tenant_id = g.tenant_id AND v.form = g.form AND v.voucher_id = g.voucher_id
+WHERE g.tenant_id = $1 AND g.account_code = $2 AND g.entry_date BETWEEN $3 AND $4
+ORDER BY g.entry_date, g.form, g.voucher_id, g.entry_no
+"""
+
+
+async def account_ledger(conn: asyncpg.Connection, tenant_id: int, params: dict[str, Any]) -> dict[str, Any]:
+    """One account's entries from dateFrom to dateTo, with the running balance (debit positive)."""
+    account = params.get("id")
+    if not isinstance(account, str) or not account:
+        raise BadRequest("Field 'Id' must name the account", field="Id")
+    start, end = _date(params, "dateFrom", EARLIEST), _date(params, "dateTo", LATEST)
+    opening = await conn.fetchval(
+        "SELECT COALESCE(sum(debit - credit), 0) FROM gl_entry"
+        " WHERE tenant_id = $1 AND account_code = $2 AND entry_date < $3", tenant_id, account, start)
+    data = _rows(await conn.fetch(ACCOUNT_LEDGER, tenant_id, account, start, end))
+    closing = data[-1]["Balance"] if data else opening
+    return {"data": data, "opening": opening, "closing": closing}
+
+
+STOCK_BALANCE = """
+WITH moves AS (
+    SELECT item_code, site_code, sum(qty_in - qty_out) AS quantity
+    FROM stock_move WHERE tenant_id = $1 AND move_date <= $2
+    GROUP BY item_code, site_code
+),
+cost AS (
+    -- Weighted average cost per item of the priced inflows up to the date.
+    SELECT item_code, sum(value_in) / NULLIF(sum(qty_in), 0) AS unit_cost
+    FROM stock_move WHERE tenant_id = $1 AND move_date <= $2 AND value_in IS NOT NULL
+    GROUP BY item_code
+)
+SELECT m.item_code AS "ItemCode", i.item_name AS "ItemName", m.site_code AS "SiteCode",
+       m.quantity AS "Quantity", round(c.unit_cost, 4) AS "UnitCost", round(m.quantity * c.unit_cost, 2) AS "Value"
+FROM moves m
+LEFT JOIN cost c ON c.item_code = m.item_code
+LEFT JOIN item i ON i.tenant_id = $1 AND i.item_code = m.item_code
+WHERE m.quantity <> 0
+ORDER BY m.item_code, m.site_code
+"""
+
+
+async def stock_balance(conn: asyncpg.Connection, tenant_id: int, params: dict[str, Any]) -> dict[str, Any]:
+    """Quantity on hand by item and site at dateTo, valued at weighted average cost."""
+    return {"data": _rows(await conn.fetch(STOCK_BALANCE, tenant_id, _date(params, "dateTo", LATEST)))}
+
+
+OPEN_ITEMS = """
+WITH invoices AS (
+    SELECT v.voucher_id, v.voucher_date, v.partner_code, v.total_amount, v.exchange_rate,
+           COALESCE((v.document->>'DueDate')::date, v.voucher_date) AS due_date,
+           COALESCE((SELECT sum(a.amount) FROM voucher_allocation a
+                     JOIN voucher p ON p.tenant_id = a.tenant_id AND p.form = a.form AND p.voucher_id = a.voucher_id
+                     WHERE a.tenant_id = v.tenant_id AND a.invoice_form = v.form AND a.invoice_id = v.voucher_id
+                       AND NOT p.deleted AND p.voucher_date <= $3), 0) AS paid
+    FROM voucher v
+    WHERE v.tenant_id = $1 AND v.form = $2 AND NOT v.deleted AND v.voucher_date <= $3
+),
+items AS (
+    SELECT *, total_amount - paid AS outstanding, $3 - due_date AS days_overdue,
+           CASE WHEN total_amount - paid <= 0 THEN 'paid'
+                WHEN due_date < $3 THEN 'overdue'
+                WHEN paid > 0 THEN 'partially_paid'
+                ELSE 'open' END AS status
+    FROM invoices
+)
+SELECT partner_code AS "PartnerCode",
+       sum(outstanding * exchange_rate) FILTER (WHERE days_overdue <= 0) AS "Current",
+       sum(outstanding * exchange_rate) FILTER (WHERE days_overdue BETWEEN 1 AND 30) AS "Days1To30",
+       sum(outstanding * exchange_rate) FILTER (WHERE days_overdue BETWEEN 31 AND 60) AS "Days31To60",
+       sum(outstanding * exchange_rate) FILTER (WHERE days_overdue BETWEEN 61 AND 90) AS "Days61To90",
+       sum(outstanding * exchange_rate) FILTER (WHERE days_overdue > 90) AS "Over90",
+       sum(outstanding * exchange_rate) AS "Total",
+       jsonb_agg(jsonb_build_object(
+           'VoucherId', voucher_id, 'VoucherDate', voucher_date, 'DueDate', due_date,
+           'TotalAmount', total_amount, 'Paid', paid, 'Outstanding', outstanding,
+           'DaysOverdue', GREATEST(days_overdue, 0), 'Status', status) ORDER BY voucher_date, voucher_id)
+         AS "Invoices"
+FROM items
+WHERE outstanding > 0 OR $4
+GROUP BY partner_code
+ORDER BY partner_code
+"""
+
+
+def _open_items(invoice_form: str) -> Runner:
+    async def report(conn: asyncpg.Connection, tenant_id: int, params: dict[str, Any]) -> dict[str, Any]:
+        include_paid = params.get("include_paid", False)
+        if not isinstance(include_paid, bool):
+            raise BadRequest("Field 'include_paid' must be true or false", field="include_paid")
+        as_of = _date(params, "dateTo", dt.date.today())
+        rows = _rows(await conn.fetch(OPEN_ITEMS, tenant_id, invoice_form, as_of, include_paid))
+        for row in rows:
+            for bucket in ("Current", "Days1To30", "Days31To60", "Days61To90", "Over90"):
+                row[bucket] = row[bucket] or 0
+        return {"data": rows, "as_of": as_of}
+
+    return report
+
+
+SALES_SUMMARY = """
+SELECT {key} AS "Key",
+       sum(sign * l.quantity) AS "Quantity",
+       sum(sign * (l.amount - COALESCE(l.discount, 0)) * v.exchange_rate) AS "NetAmount",
+       sum(sign * COALESCE(l.tax_amount, 0) * v.exchange_rate) AS "TaxAmount",
+       sum(sign * COALESCE(l.total_amount, 0) * v.exchange_rate) AS "TotalAmount"
+FROM (SELECT *, CASE WHEN form = 'setSaleReturn' THEN -1 ELSE 1 END AS sign FROM voucher
+      WHERE tenant_id = $1 AND form IN ('setSaleInvoice', 'setSaleReturn') AND NOT deleted
+        AND voucher_date BETWEEN $2 AND $3) v
+JOIN voucher_line l ON l.tenant_id = v.tenant_id AND l.form = v.form AND l.voucher_id = v.voucher_id
+GROUP BY 1
+ORDER BY 1
+"""
+_GROUPS = {"period": "to_char(v.voucher_date, 'YYYY-MM')", "customer": "v.partner_code", "item": "l.item_code"}
+
+
+async def sales_summary(conn: asyncpg.Connection, tenant_id: int, params: dict[str, Any]) -> dict[str, Any]:
+    """Sales net of returns by month ("period"), customer or item, from dateFrom to dateTo."""
+    group = params.get("group_by", "period")
+    if group not in _GROUPS:
+        raise BadRequest(f"Field 'group_by' must be one of {', '.join(_GROUPS)}", field="group_by")
+    start, end = _date(params, "dateFrom", EARLIEST), _date(params, "dateTo", LATEST)
+    sql = SALES_SUMMARY.format(key=_GROUPS[group])  # one of three fixed expressions
+    return {"data": _rows(await conn.fetch(sql, tenant_id, start, end)), "group_by": group}
+
+
+FORMS = [
+    ReportForm("getTrialBalance", trial_balance,
+               description="By account: opening balance, debits, credits, closing balance (debit positive)."),
+    ReportForm("getAccountLedger", account_ledger, params=("id", "datefrom", "dateto"),
+               description="One account's entries with the running balance."),
+    ReportForm("getStockBalance", stock_balance, params=("dateto",), get_aliases=("getStock",),
+               description="Stock on hand by item and site at a date, at weighted average cost."),
+    ReportForm("getReceivables", _open_items("setSaleInvoice"), params=("dateto", "include_paid"),
+               description="Open sales invoices by customer with aging buckets."),
+    ReportForm("getPayables", _open_items("setPurchaseInvoice"), params=("dateto", "include_paid"),
+               description="Open purchase invoices by supplier with aging buckets."),
+    ReportForm("getSalesSummary", sales_summary, params=("datefrom", "dateto", "group_by"),
+               description="Sales net of returns by period, customer or item."),
+]
