@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import getpass
 import os
 import secrets
@@ -106,6 +107,22 @@ def cmd_tenant_add(args: argparse.Namespace, settings: Settings) -> None:
     print(f"tenant {args.code!r} created (id {tenant_id})")
 
 
+def cmd_tenant_lock(args: argparse.Namespace, settings: Settings) -> None:
+    if args.until is None and not args.clear:
+        raise CliError("give --until yyyy-mm-dd, or --clear")
+    try:
+        until = None if args.clear else dt.date.fromisoformat(args.until)
+    except ValueError:
+        raise CliError(f"--until must be a date yyyy-mm-dd, got {args.until!r}") from None
+
+    async def work(conn: asyncpg.Connection) -> None:
+        if await conn.fetchval(QUERIES["tenant_lock"], args.code, until) is None:
+            raise CliError(f"no tenant {args.code!r}")
+
+    asyncio.run(_with_db(settings, work))
+    print(f"tenant {args.code!r}: " + (f"vouchers dated up to {until} are locked" if until else "no period locked"))
+
+
 def cmd_user_add(args: argparse.Namespace, settings: Settings) -> None:
     password = _read_password(args)
 
@@ -164,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     t_add.add_argument("code")
     t_add.add_argument("--name")
     t_add.set_defaults(func=cmd_tenant_add)
+    t_lock = tenant.add_parser("lock", help="lock the accounting period up to a date (vouchers dated in it are refused)")
+    t_lock.add_argument("code")
+    t_lock.add_argument("--until", help="the last locked day, yyyy-mm-dd")
+    t_lock.add_argument("--clear", action="store_true", help="unlock every period")
+    t_lock.set_defaults(func=cmd_tenant_lock)
 
     user = sub.add_parser("user", help="user administration").add_subparsers(dest="action", required=True)
 

@@ -317,15 +317,18 @@ async def check(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
         await _check_allocations(conn, form, tenant_id, batch, docs)
     for key in [k for k, (i, _) in batch.upserts.items() if i in batch.failed_indexes]:
         del batch.upserts[key]
-    if locked_until is not None and batch.deletes:
+    if locked_until is not None and (batch.upserts or batch.deletes):
+        # What is stored in the locked period stays as it is: no replacing, moving out or cancelling.
         rows = await conn.fetch(
             "SELECT voucher_id, voucher_date FROM voucher WHERE tenant_id = $1 AND form = $2"
-            " AND voucher_id = ANY($3::text[]) AND NOT deleted", tenant_id, form.name, sorted(batch.deletes))
+            " AND voucher_id = ANY($3::text[]) AND NOT deleted AND voucher_date <= $4",
+            tenant_id, form.name, sorted({*batch.upserts, *batch.deletes}), locked_until)
         for r in rows:
-            if r["voucher_date"] <= locked_until:
-                index = batch.deletes.pop(r["voucher_id"])
-                batch.fail(index, r["voucher_id"], "/Status",
-                           f"the voucher's date {r['voucher_date']} is in the period locked until {locked_until}")
+            vid = r["voucher_id"]
+            cancel = vid in batch.deletes
+            index = batch.deletes.pop(vid) if cancel else batch.upserts.pop(vid)[0]
+            batch.fail(index, vid, "/Status" if cancel else "/VoucherDate",
+                       f"the stored voucher is dated {r['voucher_date']}, in the period locked until {locked_until}")
 
 
 async def _check_allocations(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, batch: VoucherBatch,

@@ -18,6 +18,9 @@ INSERT INTO tenant (code, name) VALUES ($1, $2) RETURNING id;
 -- name: tenant_by_code
 SELECT id, code, name FROM tenant WHERE code = $1;
 
+-- name: tenant_lock
+UPDATE tenant SET locked_until = $2 WHERE code = $1 RETURNING id;
+
 -- name: tenant_count
 SELECT count(*) FROM tenant;
 

@@ -67,3 +67,15 @@ async def test_short_password_is_refused(db_url: str, tmp_path: Path) -> None:
 async def test_unknown_user_for_passwd_and_disable(db_url: str, tmp_path: Path) -> None:
     assert (await gateway(db_url, tmp_path, "user", "disable", "ghost"))[0] == 2
     assert (await gateway(db_url, tmp_path, "user", "passwd", "ghost", "--password", "x" * 10))[0] == 2
+
+
+async def test_tenant_lock_sets_and_clears_the_locked_period(db_url: str, tmp_path: Path,
+                                                             db: asyncpg.Connection) -> None:
+    await gateway(db_url, tmp_path, "tenant", "add", "books")
+    code, out = await gateway(db_url, tmp_path, "tenant", "lock", "books", "--until", "2026-03-31")
+    assert code == 0, out
+    assert str(await db.fetchval("SELECT locked_until FROM tenant WHERE code = 'books'")) == "2026-03-31"
+    assert (await gateway(db_url, tmp_path, "tenant", "lock", "books", "--until", "31/03/2026"))[0] == 2
+    assert (await gateway(db_url, tmp_path, "tenant", "lock", "nobody", "--until", "2026-03-31"))[0] == 2
+    assert (await gateway(db_url, tmp_path, "tenant", "lock", "books", "--clear"))[0] == 0
+    assert await db.fetchval("SELECT locked_until FROM tenant WHERE code = 'books'") is None

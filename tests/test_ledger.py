@@ -235,3 +235,17 @@ async def test_a_transfer_to_the_same_site_is_refused(ledger: LedgerApi, db: asy
     body = assert_envelope(resp)
     assert body["code"] == 601 and body["errors"][0]["path"] == "/detail/0/ToSiteCode"
     assert await db.fetchval("SELECT count(*) FROM voucher WHERE voucher_id = 'T2'") == 0
+
+
+async def test_a_partly_paid_invoice_not_yet_due_is_partially_paid(ledger: LedgerApi) -> None:
+    s3 = sale("S3", "2026-03-20", "KH2", [sale_line(1, "SV1", 1, 1000)], DueDate="2026-04-30")
+    await ledger.send("setSaleInvoice", [s3])
+    await ledger.send("setCashReceipt", [{**receipt(300, 300), "VoucherId": "R3", "VoucherDate": "2026-03-25",
+                                          "CustomerCode": "KH2",
+                                          "allocation": [{"InvoiceId": "S3", "Amount": 300}]}])
+    rows = by((await ledger.report("getReceivables", dateTo="2026-03-31"))["data"], "PartnerCode")
+    s3_row = by(rows["KH2"]["Invoices"], "VoucherId")["S3"]
+    assert (s3_row["Paid"], s3_row["Outstanding"], s3_row["Status"]) == (300, 800, "partially_paid")
+    # The same invoice, looked at after its due date, is overdue.
+    later = by((await ledger.report("getReceivables", dateTo="2026-05-10"))["data"], "PartnerCode")
+    assert by(later["KH2"]["Invoices"], "VoucherId")["S3"]["Status"] == "overdue"

@@ -161,7 +161,8 @@ async def test_a_voucher_dated_in_the_locked_period_is_refused(vapi: VoucherApi,
     await vapi.voucher("setSaleInvoice", [invoice("INV-1")])
     await db.execute("UPDATE tenant SET locked_until = '2026-03-31'")
     before = await tables(db)
-    for doc in (invoice("INV-2"), invoice("INV-1", line(1)), {"VoucherId": "INV-1", "Status": "0"}):
+    moved_out = invoice("INV-1", VoucherDate="2026-04-02")  # moving a locked voucher out is changing it too
+    for doc in (invoice("INV-2"), invoice("INV-1", line(1)), moved_out, {"VoucherId": "INV-1", "Status": "0"}):
         body = assert_envelope(await vapi.voucher("setSaleInvoice", [doc]))
         assert body["code"] == 601 and "locked" in body["errors"][0]["message"], doc
     assert await tables(db) == before
@@ -259,3 +260,37 @@ async def test_concurrent_overlapping_syncs_end_consistent_without_deadlock(
                                 r["voucher_id"])
         expected = [(x["RefNumber"], Decimal(x["Quantity"])) for x in json.loads(r["doc"])["detail"]]
         assert [tuple(x) for x in stored] == expected
+
+
+async def test_no_reader_ever_sees_half_a_voucher(vapi: VoucherApi, client: httpx.AsyncClient, token: str,
+                                                  db_url: str) -> None:
+    await vapi.voucher("setSaleInvoice", [invoice("INV-1", line(1))])
+    stop = asyncio.Event()
+
+    async def writer() -> int:
+        api = VoucherApi(client, token)
+        n = 0
+        while not stop.is_set():
+            lines = [line(k + 1) for k in range(1 if n % 2 else 3)]
+            assert (await api.voucher("setSaleInvoice", [invoice("INV-1", *lines)])).status_code == 200
+            n += 1
+        return n
+
+    task = asyncio.create_task(writer())
+    reader = await asyncpg.connect(db_url)
+    try:
+        for _ in range(150):
+            # One statement, one snapshot: the header's document and the stored lines always agree.
+            doc_lines, stored = await reader.fetchrow(
+                "SELECT jsonb_array_length(v.document->'detail'), (SELECT count(*) FROM voucher_line l"
+                " WHERE l.tenant_id = v.tenant_id AND l.form = v.form AND l.voucher_id = v.voucher_id)"
+                " FROM voucher v WHERE v.voucher_id = 'INV-1'")
+            assert doc_lines == stored and stored in (1, 3)
+            got = assert_envelope(await vapi.get("getSaleInvoice", Id="INV-1"))["data"][0]
+            assert len(got["detail"]) in (1, 3) and got["TotalQuantity"] == 2 * len(got["detail"])
+            await asyncio.sleep(0)
+    finally:
+        stop.set()
+        writes = await task
+        await reader.close()
+    assert writes >= 2
