@@ -7,6 +7,7 @@ PARTNER = (("customer", "customer_code"), ("supplier", "supplier_code"))
 ITEM = (("item", "item_code"),)
 SITE = (("site", "site_code"),)
 ACCOUNT = (("account", "account_code"),)
+TAX = (("tax_code", "tax_code"),)
 ANALYTIC = (
     Ref("detail/JobCode", (("job", "job_code"),)),
     Ref("detail/DeptCode", (("department", "dept_code"),)),
@@ -23,6 +24,7 @@ FORMS = [
         description="Sales invoices.",
         partner="CustomerCode",
         references=(Ref("CustomerCode", CUSTOMER), Ref("detail/ItemCode", ITEM), Ref("detail/SiteCode", SITE),
+                    Ref("detail/TaxCode", TAX),
                     *ANALYTIC),
         totals=(("TotalQuantity", "Quantity"), ("TotalNetAmount", "Amount"), ("TotalDiscountAmount", "Discount"),
                 ("TotalTaxAmount", "TaxAmount"), ("TotalAmount", "TotalAmount")),
@@ -33,6 +35,7 @@ FORMS = [
         description="Purchase invoices, with their VAT invoice lines in `tax`.",
         partner="SupplierCode",
         references=(Ref("SupplierCode", PARTNER), Ref("detail/ItemCode", ITEM), Ref("detail/SiteCode", SITE),
+                    Ref("detail/TaxCode", TAX),
                     *ANALYTIC),
         totals=(("TotalQuantity", "Quantity"), ("TotalNetAmount", "Amount"), ("TotalTaxAmount", "tax/TaxAmount")),
     ),
@@ -49,6 +52,7 @@ FORMS = [
         description="Sales returns: lines as on a sales invoice, each optionally naming the invoice line returned.",
         partner="CustomerCode",
         references=(Ref("CustomerCode", CUSTOMER), Ref("detail/ItemCode", ITEM), Ref("detail/SiteCode", SITE),
+                    Ref("detail/TaxCode", TAX),
                     *ANALYTIC),
         totals=(("TotalQuantity", "Quantity"), ("TotalNetAmount", "Amount"), ("TotalDiscountAmount", "Discount"),
                 ("TotalTaxAmount", "TaxAmount"), ("TotalAmount", "TotalAmount")),

@@ -421,13 +421,40 @@ def _insert_lines_sql(form: VoucherForm) -> str:
             f" SELECT $1, $2, u.* FROM unnest($3::text[], {params}) AS u")
 
 
+_STORED_NUMBERS = ("SELECT voucher_id, voucher_number FROM voucher WHERE tenant_id = $1 AND form = $2"
+                   " AND voucher_id = ANY($3::text[]) AND voucher_number IS NOT NULL")
+_NEXT_NUMBERS = """
+INSERT INTO voucher_counter AS c (tenant_id, form, last_number) VALUES ($1, $2, $3)
+ON CONFLICT (tenant_id, form) DO UPDATE SET last_number = c.last_number + EXCLUDED.last_number
+RETURNING last_number
+"""
+
+
+async def _number(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, ids: list[str],
+                  docs: list[dict[str, Any]]) -> None:
+    """Give vouchers sent without a VoucherNumber one (Fast assigns it when empty): the number a stored
+    voucher already has, else the next of the tenant's counter for the form, as 6 or more digits."""
+    missing = [(k, d) for k, d in zip(ids, docs) if not d.get("VoucherNumber")]
+    if not missing:
+        return
+    stored = {r["voucher_id"]: r["voucher_number"]
+              for r in await conn.fetch(_STORED_NUMBERS, tenant_id, form.name, [k for k, _ in missing])}
+    new = [(k, d) for k, d in missing if k not in stored]
+    last = await conn.fetchval(_NEXT_NUMBERS, tenant_id, form.name, len(new)) if new else 0
+    for k, d in missing:
+        if k in stored:
+            d["VoucherNumber"] = stored[k]
+    for offset, (_, d) in enumerate(new):
+        d["VoucherNumber"] = str(last - len(new) + 1 + offset).zfill(6)
+
+
 async def write(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, batch: VoucherBatch,
                 dry_run: bool) -> dict[str, int]:
     ids = sorted(batch.upserts)
     docs = [batch.upserts[k][1] for k in ids]
     header = [
         ids,
-        [d.get("VoucherNumber") for d in docs],
+        [],  # voucher numbers: filled in inside the transaction
         [dt.date.fromisoformat(d["VoucherDate"]) for d in docs],
         [d.get(form.partner) if form.partner else None for d in docs],
         [d["Currency"] for d in docs],
@@ -437,12 +464,17 @@ async def write(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
         docs,
     ]
     cancel_ids = sorted(batch.deletes)
+    unnumbered = [(d, d.get("VoucherNumber")) for d in docs if not d.get("VoucherNumber")]
     for attempt in range(1, MAX_ATTEMPTS + 1):
+        for doc, sent in unnumbered:  # a retried transaction numbers afresh: the counter rolled back too
+            doc["VoucherNumber"] = sent
         tx = conn.transaction()
         await tx.start()
         try:
             inserted = updated = cancelled = 0
             if ids:
+                await _number(conn, form, tenant_id, ids, docs)
+                header[1] = [d.get("VoucherNumber") for d in docs]
                 rows = await conn.fetch(_UPSERT, tenant_id, form.name, *header)
                 inserted = sum(1 for r in rows if r["inserted"])
                 updated = len(rows) - inserted

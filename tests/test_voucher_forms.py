@@ -34,6 +34,7 @@ async def fapi(vapi: VoucherApi) -> VoucherApi:  # noqa: F811
     """The masters of tests/test_vouchers.py plus what the other forms name: a second site, accounts, analytics."""
     for form, data in (
         ("setSite", [{"SiteCode": "K2", "SiteName": "Second store"}]),
+        ("setTaxCode", [{"TaxCode": "VAT10", "TaxName": "VAT 10%", "TaxRate": 10}]),
         ("setDepartment", [{"DeptCode": "D1", "DeptName": "Sales"}]),
         ("setContract", [{"ContractCode": "C1", "ContractName": "Frame contract"}]),
         ("setExpense", [{"ExpenseCode": "E1", "ExpenseName": "Bank fees"}]),
@@ -147,10 +148,10 @@ ANALYTIC_REFS = {"detail/JobCode": "job", "detail/DeptCode": "department", "deta
 GOODS_REFS = {"detail/ItemCode": "item", "detail/SiteCode": "site", **ANALYTIC_REFS}
 PARTNER = "customer or supplier"
 EXPECTED_REFERENCES: dict[str, dict[str, str]] = {
-    "setSaleInvoice": {"CustomerCode": "customer", **GOODS_REFS},
-    "setPurchaseInvoice": {"SupplierCode": PARTNER, **GOODS_REFS},
+    "setSaleInvoice": {"CustomerCode": "customer", **GOODS_REFS, "detail/TaxCode": "tax_code"},
+    "setPurchaseInvoice": {"SupplierCode": PARTNER, **GOODS_REFS, "detail/TaxCode": "tax_code"},
     "setJournalVoucher": {"detail/AccountCode": "account", "detail/CustomerCode": "customer", **ANALYTIC_REFS},
-    "setSaleReturn": {"CustomerCode": "customer", **GOODS_REFS},
+    "setSaleReturn": {"CustomerCode": "customer", **GOODS_REFS, "detail/TaxCode": "tax_code"},
     "setReceipt": {"CustomerCode": "customer", **GOODS_REFS},
     "setIssue": {"CustomerCode": "customer", **GOODS_REFS},
     "setStockTransfer": {**GOODS_REFS, "detail/ToSiteCode": "site"},
@@ -161,6 +162,14 @@ EXPECTED_REFERENCES: dict[str, dict[str, str]] = {
     "setSalesOrder": {"CustomerCode": "customer", **GOODS_REFS},
     "setPurchaseOrder": {"SupplierCode": PARTNER, **GOODS_REFS},
 }
+
+
+# Server numbering of vouchers sent without a number is tested in test_vouchers.py; every sample has one.
+for _doc in SAMPLES.values():
+    _doc.setdefault("VoucherNumber", _doc["VoucherId"][:12])
+# Invoices and returns may name the tax code of a line (from the tax catalog).
+for _name in ("setSaleInvoice", "setSaleReturn", "setPurchaseInvoice"):
+    SAMPLES[_name][DETAIL][0]["TaxCode"] = "VAT10"
 
 
 def sample(form: VoucherForm, vid: str | None = None) -> dict[str, Any]:

@@ -32,6 +32,7 @@ async def vapi(client: httpx.AsyncClient, token: str) -> VoucherApi:
                      {"ItemCode": "IT2", "ItemName": "Gadget", "ItemType": "HH"}]),
         ("setSite", [{"SiteCode": "K1", "SiteName": "Main store"}]),
         ("setJob", [{"JobCode": "J1", "JobName": "Project"}]),
+        ("setTaxCode", [{"TaxCode": "VAT10", "TaxName": "VAT 10%", "TaxRate": 10}]),
         ("setAccount", [{"AccountCode": "131", "AccountName": "Receivables", "AccountType": "asset"},
                         {"AccountCode": "511", "AccountName": "Revenue", "AccountType": "revenue"}]),
     ):
@@ -129,6 +130,7 @@ BAD_VOUCHERS = [
     ("unknown item", ["detail", 1, "ItemCode"], "IT9", "/detail/1/ItemCode", "IT9"),
     ("unknown site", ["detail", 0, "SiteCode"], "K9", "/detail/0/SiteCode", "K9"),
     ("unknown job", ["detail", 0, "JobCode"], "J9", "/detail/0/JobCode", "J9"),
+    ("unknown tax code", ["detail", 0, "TaxCode"], "VAT99", "/detail/0/TaxCode", "VAT99"),
     ("unknown currency", ["Currency"], "EUR", "/Currency", "EUR"),
     ("total not the sum", ["TotalAmount"], 1, "/TotalAmount", "TotalAmount"),
     ("quantity total not the sum", ["TotalQuantity"], 4, "/TotalQuantity", "TotalQuantity"),
@@ -294,3 +296,23 @@ async def test_no_reader_ever_sees_half_a_voucher(vapi: VoucherApi, client: http
         writes = await task
         await reader.close()
     assert writes >= 2
+
+
+async def test_the_server_numbers_vouchers_sent_without_a_number(vapi: VoucherApi, db: asyncpg.Connection) -> None:
+    first = invoice("INV-A")
+    first.pop("VoucherNumber")
+    second = invoice("INV-B", VoucherNumber="")
+    assert assert_envelope(await vapi.voucher("setSaleInvoice", [first, second]))["result"]["inserted"] == 2
+    numbers = {r["voucher_id"]: r["voucher_number"] for r in await db.fetch("SELECT * FROM voucher")}
+    assert numbers == {"INV-A": "000001", "INV-B": "000002"}
+    got = assert_envelope(await vapi.get("getSaleInvoice", Id="INV-A"))["data"][0]
+    assert got["VoucherNumber"] == "000001"
+    # Sent again without a number, a stored voucher keeps its own: nothing changes.
+    assert assert_envelope(await vapi.voucher("setSaleInvoice", [first]))["result"]["unchanged"] == 1
+    # A given number is kept as sent; the counter goes on from where it was, per form.
+    third = invoice("INV-C", VoucherNumber="HD-77")
+    fourth = invoice("INV-D")
+    fourth.pop("VoucherNumber")
+    await vapi.voucher("setSaleInvoice", [third, fourth])
+    numbers = {r["voucher_id"]: r["voucher_number"] for r in await db.fetch("SELECT * FROM voucher")}
+    assert numbers["INV-C"] == "HD-77" and numbers["INV-D"] == "000003"

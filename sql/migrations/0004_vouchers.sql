@@ -51,3 +51,11 @@ CREATE TABLE voucher_line (
     PRIMARY KEY (tenant_id, form, voucher_id, line_no)
 );
 CREATE INDEX voucher_line_item ON voucher_line (tenant_id, item_code);
+
+-- Voucher numbers the server assigns when a voucher comes without one (per tenant and form).
+CREATE TABLE voucher_counter (
+    tenant_id    integer NOT NULL,
+    form         text NOT NULL,
+    last_number  bigint NOT NULL,
+    PRIMARY KEY (tenant_id, form)
+);
