@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -142,5 +144,37 @@ async def connect(url: str) -> asyncpg.Connection:
     return conn
 
 
-def record_to_dict(record: Any) -> dict[str, Any]:
-    return dict(record.items())
+T = TypeVar("T")
+# Overlapping writes can still meet in opposite orders (say one request upserts a key another deletes);
+# PostgreSQL breaks such a tie by aborting one transaction, which is then simply run again.
+RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+MAX_ATTEMPTS = 5
+
+
+async def in_transaction(conn: asyncpg.Connection, work: Callable[[], Awaitable[T]], *, dry_run: bool = False) -> T:
+    """Run `work` in one transaction, committed, or rolled back for a dry run.
+
+    A transaction aborted to break a deadlock is run again, up to MAX_ATTEMPTS times, so `work` must start
+    from scratch each time it is called.
+    """
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            result = await work()
+        except RETRYABLE:
+            await tx.rollback()
+            if attempt == MAX_ATTEMPTS:
+                raise
+            log.warning("transaction_retry attempt=%s", attempt)
+            await asyncio.sleep(0.01 * attempt)
+            continue
+        except BaseException:
+            await tx.rollback()
+            raise
+        if dry_run:
+            await tx.rollback()
+        else:
+            await tx.commit()
+        return result
+    raise AssertionError("unreachable")

@@ -6,14 +6,13 @@ in one transaction) -> result. Any master form runs through here unchanged.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import structlog
 
-from .db import ensure_stage
+from .db import ensure_stage, in_transaction
 from .errors import BadRequest, DataStructureError, EmptyData, PayloadTooLarge
 from .forms import MasterForm
 
@@ -21,10 +20,6 @@ log = structlog.get_logger(__name__)
 
 MODES = ("atomic", "partial")
 ACTIONS = ("upsert", "delete")
-# Overlapping requests that both upsert and delete can still meet in opposite orders; PostgreSQL
-# breaks the tie by aborting one, which is then simply run again.
-RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
-MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -207,43 +202,27 @@ async def write(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, batc
     if records:
         # Outside the transaction: a rollback (dry run, retry) must not undo it behind the connection's back.
         await ensure_stage(conn, form.stage_table, form.sql["stage_create"])
-    for attempt in range(1, MAX_ATTEMPTS + 1):
+    async def work() -> WriteResult:
         out = WriteResult()
-        tx = conn.transaction()
-        await tx.start()
-        try:
-            if records:
-                await conn.copy_records_to_table(form.stage_table, records=zip(*arrays), columns=column_names)
-                if with_keys:
-                    changed = await conn.fetch(form.sql["upsert_keys"], tenant_id, form.table)
-                    out.inserted = sum(1 for r in changed if r["inserted"])
-                    out.updated = len(changed) - out.inserted
-                    out.changed.update((tuple(r[k] for k in key_names), "inserted" if r["inserted"] else "updated")
-                                       for r in changed)
-                else:
-                    counts = await conn.fetchrow(form.sql["upsert"], tenant_id, form.table)
-                    out.inserted, out.updated = counts["inserted"], counts["changed"] - counts["inserted"]
-            if delete_keys:
-                gone = await conn.fetch(form.sql["delete"], tenant_id, form.table, *delete_arrays)
-                out.changed.update((tuple(r[k] for k in key_names), "deleted") for r in gone)
-                out.deleted = len(gone)
-        except RETRYABLE:
-            await tx.rollback()
-            if attempt == MAX_ATTEMPTS:
-                raise
-            log.warning("sync_retry", form=form.name, attempt=attempt)
-            await asyncio.sleep(0.01 * attempt)
-            continue
-        except BaseException:
-            await tx.rollback()
-            raise
-        if dry_run:
-            await tx.rollback()
-        else:
-            await tx.commit()
+        if records:
+            await conn.copy_records_to_table(form.stage_table, records=zip(*arrays), columns=column_names)
+            if with_keys:
+                changed = await conn.fetch(form.sql["upsert_keys"], tenant_id, form.table)
+                out.inserted = sum(1 for r in changed if r["inserted"])
+                out.updated = len(changed) - out.inserted
+                out.changed.update((tuple(r[k] for k in key_names), "inserted" if r["inserted"] else "updated")
+                                   for r in changed)
+            else:
+                counts = await conn.fetchrow(form.sql["upsert"], tenant_id, form.table)
+                out.inserted, out.updated = counts["inserted"], counts["changed"] - counts["inserted"]
+        if delete_keys:
+            gone = await conn.fetch(form.sql["delete"], tenant_id, form.table, *delete_arrays)
+            out.changed.update((tuple(r[k] for k in key_names), "deleted") for r in gone)
+            out.deleted = len(gone)
         out.unchanged = len(records) + len(delete_keys) - out.inserted - out.updated - out.deleted
         return out
-    raise AssertionError("unreachable")
+
+    return await in_transaction(conn, work, dry_run=dry_run)
 
 
 def outcomes(form: MasterForm, data: list[Any], batch: Batch, written: WriteResult | None) -> list[dict[str, Any]]:

@@ -25,8 +25,6 @@ SYNC_VOUCHER = "SyncVoucher"
 GET_DATA = "GetData"
 ENDPOINTS = (SYNC_DATA, SYNC_VOUCHER, GET_DATA)
 
-# The columns every synced table carries besides its own.
-META_COLUMNS = ("tenant_id", "deleted", "change_seq", "updated_at")
 
 
 def snake_case(name: str) -> str:
@@ -326,15 +324,6 @@ class Registry:
 
     def known(self, endpoint: str) -> list[str]:
         return sorted(self._canonical[endpoint])
-
-    def aliases(self, endpoint: str) -> dict[str, str]:
-        out = {}
-        for lowered, (form, op) in self._routes[endpoint].items():
-            canonical = form.name if op == "sync" else form.get_name
-            for alias in (form.sync_names() if op == "sync" else form.get_names())[1:]:
-                if alias.lower() == lowered:
-                    out[alias] = canonical
-        return out
 
     def resolve(self, endpoint: str, name: Any) -> tuple[Any, str]:
         if not isinstance(name, str) or not name.strip():

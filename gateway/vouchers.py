@@ -8,7 +8,6 @@ its lines go, its header stays as a tombstone for pullers.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,9 +18,8 @@ import asyncpg
 import structlog
 
 from . import posting
+from .db import in_transaction
 from .engine import (
-    MAX_ATTEMPTS,
-    RETRYABLE,
     SyncOptions,
     json_pointer,
     parse_options,
@@ -465,50 +463,35 @@ async def write(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
     ]
     cancel_ids = sorted(batch.deletes)
     unnumbered = [(d, d.get("VoucherNumber")) for d in docs if not d.get("VoucherNumber")]
-    for attempt in range(1, MAX_ATTEMPTS + 1):
+    async def work() -> dict[str, int]:
         for doc, sent in unnumbered:  # a retried transaction numbers afresh: the counter rolled back too
             doc["VoucherNumber"] = sent
-        tx = conn.transaction()
-        await tx.start()
-        try:
-            inserted = updated = cancelled = 0
-            if ids:
-                await _number(conn, form, tenant_id, ids, docs)
-                header[1] = [d.get("VoucherNumber") for d in docs]
-                rows = await conn.fetch(_UPSERT, tenant_id, form.name, *header)
-                inserted = sum(1 for r in rows if r["inserted"])
-                updated = len(rows) - inserted
-                changed = {r["voucher_id"] for r in rows}
-                if changed:
-                    # Replace the lines of the vouchers that changed, whole: no orphan line survives.
-                    await conn.execute(_DROP_LINES, tenant_id, form.name, sorted(changed))
-                    lines = [(k, line) for k in ids if k in changed for line in batch.upserts[k][1][DETAIL]]
-                    arrays = [[k for k, _ in lines]] + [[_to(t, line.get(f)) for _, line in lines]
-                                                       for f, _, t in form.line_fields]
-                    await conn.execute(_insert_lines_sql(form), tenant_id, form.name, *arrays)
-                    await posting.repost(conn, form.posting, tenant_id, form.name, sorted(changed))
-            if cancel_ids:
-                gone = [r["voucher_id"] for r in await conn.fetch(_CANCEL, tenant_id, form.name, cancel_ids)]
-                cancelled = len(gone)
-                if gone:
-                    await conn.execute(_DROP_LINES, tenant_id, form.name, gone)
-                    await posting.unpost(conn, tenant_id, form.name, gone)
-        except RETRYABLE:
-            await tx.rollback()
-            if attempt == MAX_ATTEMPTS:
-                raise
-            await asyncio.sleep(0.01 * attempt)
-            continue
-        except BaseException:
-            await tx.rollback()
-            raise
-        if dry_run:
-            await tx.rollback()
-        else:
-            await tx.commit()
+        inserted = updated = cancelled = 0
+        if ids:
+            await _number(conn, form, tenant_id, ids, docs)
+            header[1] = [d.get("VoucherNumber") for d in docs]
+            rows = await conn.fetch(_UPSERT, tenant_id, form.name, *header)
+            inserted = sum(1 for r in rows if r["inserted"])
+            updated = len(rows) - inserted
+            changed = {r["voucher_id"] for r in rows}
+            if changed:
+                # Replace the lines of the vouchers that changed, whole: no orphan line survives.
+                await conn.execute(_DROP_LINES, tenant_id, form.name, sorted(changed))
+                lines = [(k, line) for k in ids if k in changed for line in batch.upserts[k][1][DETAIL]]
+                arrays = [[k for k, _ in lines]] + [[_to(t, line.get(f)) for _, line in lines]
+                                                   for f, _, t in form.line_fields]
+                await conn.execute(_insert_lines_sql(form), tenant_id, form.name, *arrays)
+                await posting.repost(conn, form.posting, tenant_id, form.name, sorted(changed))
+        if cancel_ids:
+            gone = [r["voucher_id"] for r in await conn.fetch(_CANCEL, tenant_id, form.name, cancel_ids)]
+            cancelled = len(gone)
+            if gone:
+                await conn.execute(_DROP_LINES, tenant_id, form.name, gone)
+                await posting.unpost(conn, tenant_id, form.name, gone)
         unchanged = len(ids) + len(cancel_ids) - inserted - updated - cancelled
         return {"inserted": inserted, "updated": updated, "unchanged": unchanged, "deleted": cancelled}
-    raise AssertionError("unreachable")
+
+    return await in_transaction(conn, work, dry_run=dry_run)
 
 
 # --- the request --------------------------------------------------------------------------------------------
