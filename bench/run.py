@@ -225,8 +225,7 @@ def start_servers(
             TENANT,
             "--role",
             "writer",
-            "--password",
-            password,
+            f"--password={password}",  # one argument: a password may start with "-"
         ],
         env,
         ROOT,
@@ -234,7 +233,7 @@ def start_servers(
     # Paging is measured on a tenant of its own holding exactly --paging-rows customers.
     run_cli([py, "-m", "gateway.cli", "tenant", "add", PAGING_TENANT], env, ROOT)
     run_cli([py, "-m", "gateway.cli", "user", "add", PAGING_USER, "--tenant", PAGING_TENANT, "--role", "writer",
-             "--password", password], env, ROOT)
+             f"--password={password}"], env, ROOT)
     asyncio.run(create_bare_table(db.url))
 
     gw_port, bare_port = free_port(), free_port()
