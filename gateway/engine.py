@@ -82,7 +82,7 @@ class Batch:
     superseded: int = 0
     # Index in `data` of the occurrence of each key that is written (the last valid one).
     index_of: dict[tuple, int] = field(default_factory=dict)
-    # The key of every record whose key could be read (for per-record outcomes).
+    # The key of every record whose key could be read (kept when per-record outcomes are asked for).
     key_at: dict[int, tuple] = field(default_factory=dict)
 
 
@@ -109,7 +109,7 @@ def _normalise(form: MasterForm, record: dict[str, Any]) -> tuple[dict[str, Any]
     return norm, action
 
 
-def prepare(form: MasterForm, data: list[Any]) -> Batch:
+def prepare(form: MasterForm, data: list[Any], keep_keys: bool = False) -> Batch:
     batch = Batch()
     latest = batch.index_of
     for index, record in enumerate(data):
@@ -118,7 +118,8 @@ def prepare(form: MasterForm, data: list[Any]) -> Batch:
             continue
         norm, action = _normalise(form, record)
         raw_key = tuple([norm.get(k) for k in form.key])
-        batch.key_at[index] = raw_key
+        if keep_keys:  # only per-record outcomes need every record's key
+            batch.key_at[index] = raw_key
         deleting = action == "delete" or (isinstance(action, str) and action.lower() == "delete")
         if action != "upsert" and not deleting and not (isinstance(action, str) and action.lower() in ACTIONS):
             _record_error(batch, index, form.key_text(raw_key), "/action",
@@ -259,7 +260,7 @@ def plan(form: MasterForm, body: dict[str, Any], max_records: int) -> SyncPlan:
     """Options, records and validation: CPU work done before a database connection is taken."""
     options = parse_options(body)
     data = records_of(body, max_records)
-    return SyncPlan(form, options, data, prepare(form, data))
+    return SyncPlan(form, options, data, prepare(form, data, keep_keys=options.outcomes))
 
 
 async def apply(conn: asyncpg.Connection, tenant_id: int, work: SyncPlan) -> dict[str, Any]:
