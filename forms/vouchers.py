@@ -14,6 +14,8 @@ ANALYTIC = (
     Ref("detail/ContractCode", (("contract", "contract_code"),)),
     Ref("detail/ExpenseCode", (("expense", "expense_code"),)),
 )
+# Lines of goods: the item and the site must exist, and any analytic code given.
+GOODS = (Ref("detail/ItemCode", ITEM), Ref("detail/SiteCode", SITE), *ANALYTIC)
 
 FORMS = [
     VoucherForm(
@@ -23,9 +25,7 @@ FORMS = [
         get_aliases=("getSalesInvoice",),
         description="Sales invoices.",
         partner="CustomerCode",
-        references=(Ref("CustomerCode", CUSTOMER), Ref("detail/ItemCode", ITEM), Ref("detail/SiteCode", SITE),
-                    Ref("detail/TaxCode", TAX),
-                    *ANALYTIC),
+        references=(Ref("CustomerCode", CUSTOMER), Ref("detail/TaxCode", TAX), *GOODS),
         totals=(("TotalQuantity", "Quantity"), ("TotalNetAmount", "Amount"), ("TotalDiscountAmount", "Discount"),
                 ("TotalTaxAmount", "TaxAmount"), ("TotalAmount", "TotalAmount")),
     ),
@@ -34,9 +34,7 @@ FORMS = [
         get_name="getPurchaseInvoice",
         description="Purchase invoices, with their VAT invoice lines in `tax`.",
         partner="SupplierCode",
-        references=(Ref("SupplierCode", PARTNER), Ref("detail/ItemCode", ITEM), Ref("detail/SiteCode", SITE),
-                    Ref("detail/TaxCode", TAX),
-                    *ANALYTIC),
+        references=(Ref("SupplierCode", PARTNER), Ref("detail/TaxCode", TAX), *GOODS),
         totals=(("TotalQuantity", "Quantity"), ("TotalNetAmount", "Amount"), ("TotalTaxAmount", "tax/TaxAmount")),
     ),
     VoucherForm(
@@ -51,9 +49,7 @@ FORMS = [
         get_name="getSaleReturn",
         description="Sales returns: lines as on a sales invoice, each optionally naming the invoice line returned.",
         partner="CustomerCode",
-        references=(Ref("CustomerCode", CUSTOMER), Ref("detail/ItemCode", ITEM), Ref("detail/SiteCode", SITE),
-                    Ref("detail/TaxCode", TAX),
-                    *ANALYTIC),
+        references=(Ref("CustomerCode", CUSTOMER), Ref("detail/TaxCode", TAX), *GOODS),
         totals=(("TotalQuantity", "Quantity"), ("TotalNetAmount", "Amount"), ("TotalDiscountAmount", "Discount"),
                 ("TotalTaxAmount", "TaxAmount"), ("TotalAmount", "TotalAmount")),
     ),
@@ -64,8 +60,7 @@ FORMS = [
         get_aliases=("getStockReceipt",),
         description="Goods receipts (stock in).",
         partner="CustomerCode",
-        references=(Ref("CustomerCode", CUSTOMER), Ref("detail/ItemCode", ITEM), Ref("detail/SiteCode", SITE),
-                    *ANALYTIC),
+        references=(Ref("CustomerCode", CUSTOMER), *GOODS),
         totals=(("TotalQuantity", "Quantity"), ("TotalAmount", "Amount")),
     ),
     VoucherForm(
@@ -75,8 +70,7 @@ FORMS = [
         get_aliases=("getStockIssue",),
         description="Goods issues (stock out); VoucherNumber is required, as in Fast.",
         partner="CustomerCode",
-        references=(Ref("CustomerCode", CUSTOMER), Ref("detail/ItemCode", ITEM), Ref("detail/SiteCode", SITE),
-                    *ANALYTIC),
+        references=(Ref("CustomerCode", CUSTOMER), *GOODS),
         totals=(("TotalQuantity", "Quantity"), ("TotalAmount", "Amount")),
     ),
     VoucherForm(
@@ -114,8 +108,7 @@ FORMS = [
         get_name="getSalesOrder",
         description="Sales orders.",
         partner="CustomerCode",
-        references=(Ref("CustomerCode", CUSTOMER), Ref("detail/ItemCode", ITEM), Ref("detail/SiteCode", SITE),
-                    *ANALYTIC),
+        references=(Ref("CustomerCode", CUSTOMER), *GOODS),
         totals=(("TotalQuantity", "Quantity"), ("TotalAmount", "Amount")),
     ),
     VoucherForm(
@@ -123,8 +116,7 @@ FORMS = [
         get_name="getPurchaseOrder",
         description="Purchase orders; the supplier may come from the customer or the supplier catalog.",
         partner="SupplierCode",
-        references=(Ref("SupplierCode", PARTNER), Ref("detail/ItemCode", ITEM), Ref("detail/SiteCode", SITE),
-                    *ANALYTIC),
+        references=(Ref("SupplierCode", PARTNER), *GOODS),
         totals=(("TotalQuantity", "Quantity"), ("TotalAmount", "Amount")),
     ),
 ]

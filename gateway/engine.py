@@ -248,12 +248,12 @@ def outcomes(form: MasterForm, data: list[Any], batch: Batch, written: WriteResu
 
 @dataclass
 class SyncPlan:
-    """A request checked and validated, before any database work."""
+    """A request checked and validated, before any database work (masters and vouchers alike)."""
 
-    form: MasterForm
+    form: Any
     options: SyncOptions
     data: list[Any]
-    batch: Batch
+    batch: Any
 
 
 def plan(form: MasterForm, body: dict[str, Any], max_records: int) -> SyncPlan:

@@ -20,7 +20,7 @@ import structlog
 from . import posting
 from .db import in_transaction
 from .engine import (
-    SyncOptions,
+    SyncPlan,
     json_pointer,
     parse_options,
     records_of,
@@ -496,23 +496,15 @@ async def write(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
 
 # --- the request --------------------------------------------------------------------------------------------
 
-@dataclass
-class VoucherPlan:
-    form: VoucherForm
-    options: SyncOptions
-    data: list[Any]
-    batch: VoucherBatch
-
-
-def plan(form: VoucherForm, body: dict[str, Any], max_records: int) -> VoucherPlan:
+def plan(form: VoucherForm, body: dict[str, Any], max_records: int) -> SyncPlan:
     options = parse_options(body)
     if options.outcomes:
         raise BadRequest("'outcomes' is not available for vouchers yet")
     data = records_of(body, max_records)
-    return VoucherPlan(form, options, data, prepare(form, data))
+    return SyncPlan(form, options, data, prepare(form, data))
 
 
-async def apply(conn: asyncpg.Connection, tenant_id: int, work: VoucherPlan) -> dict[str, Any]:
+async def apply(conn: asyncpg.Connection, tenant_id: int, work: SyncPlan) -> dict[str, Any]:
     form, options, data, batch = work.form, work.options, work.data, work.batch
     if batch.upserts or batch.deletes:
         await check(conn, form, tenant_id, batch)
