@@ -10,13 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import structlog
 
 from .db import ensure_stage, in_transaction
 from .errors import BadRequest, DataStructureError, EmptyData, PayloadTooLarge
 from .forms import MasterForm
-
-log = structlog.get_logger(__name__)
 
 MODES = ("atomic", "partial")
 ACTIONS = ("upsert", "delete")

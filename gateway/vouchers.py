@@ -15,7 +15,6 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import asyncpg
-import structlog
 
 from . import posting
 from .db import in_transaction
@@ -27,8 +26,6 @@ from .engine import (
 )
 from .errors import BadRequest, DataStructureError
 from .forms import SYNC_VOUCHER, Column, compile_validator, load_schema
-
-log = structlog.get_logger(__name__)
 
 # Header fields with a typed column of `voucher` (for checks and GetData filters); the whole document is
 # kept as sent besides.
@@ -139,6 +136,7 @@ class VoucherForm:
     by_field: dict[str, Column] = field(default_factory=dict, repr=False)
     field_map: dict[str, str] = field(default_factory=dict, repr=False)
     line_fields: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
+    insert_lines: str = field(default="", repr=False)
 
     @property
     def feed_name(self) -> str:
@@ -182,6 +180,7 @@ class VoucherForm:
         self.field_map = {c.field.lower(): c.field for c in self.columns}
         line_props = props[DETAIL]["items"]["properties"]
         self.line_fields = tuple((f, col, t) for f, (col, t) in LINE_COLUMNS.items() if f in line_props)
+        self.insert_lines = _insert_lines_sql(self)
         return self
 
 
@@ -480,7 +479,7 @@ async def write(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
                 lines = [(k, line) for k in ids if k in changed for line in batch.upserts[k][1][DETAIL]]
                 arrays = [[k for k, _ in lines]] + [[_to(t, line.get(f)) for _, line in lines]
                                                    for f, _, t in form.line_fields]
-                await conn.execute(_insert_lines_sql(form), tenant_id, form.name, *arrays)
+                await conn.execute(form.insert_lines, tenant_id, form.name, *arrays)
                 await posting.repost(conn, form.posting, tenant_id, form.name, sorted(changed))
         if cancel_ids:
             gone = [r["voucher_id"] for r in await conn.fetch(_CANCEL, tenant_id, form.name, cancel_ids)]
