@@ -376,7 +376,7 @@ w AS (
 ),
 logged AS (
     INSERT INTO change_log (id, tenant_id, tbl, keys)
-    SELECT (SELECT id FROM c), $1, $2, jsonb_agg(jsonb_build_array(voucher_id)) FROM w HAVING count(*) > 0
+    SELECT (SELECT id FROM c), $1, $2, to_jsonb(array_agg(ARRAY[voucher_id])) FROM w HAVING count(*) > 0
 )
 SELECT inserted, voucher_id FROM w
 """
@@ -391,7 +391,7 @@ w AS (
 ),
 logged AS (
     INSERT INTO change_log (id, tenant_id, tbl, keys)
-    SELECT (SELECT id FROM c), $1, $2, jsonb_agg(jsonb_build_array(voucher_id)) FROM w HAVING count(*) > 0
+    SELECT (SELECT id FROM c), $1, $2, to_jsonb(array_agg(ARRAY[voucher_id])) FROM w HAVING count(*) > 0
 )
 SELECT voucher_id FROM w
 """
