@@ -1,5 +1,5 @@
 // The Fast documentation's Node.js example (getToken, then SyncData setCustomer), run against this gateway.
-// Usage: npm install axios && GATEWAY_URL=http://127.0.0.1:8000 GATEWAY_USER=demo GATEWAY_PASSWORD=... node fast_client.js
+// Usage: npm install && GATEWAY_URL=http://127.0.0.1:8000 GATEWAY_USER=demo GATEWAY_PASSWORD=... node fast_client.js
 //
 // One line differs from the documentation: it returns `response.data.token`, the whole token object, and
 // then sends it as the Authorization header, which axios turns into the text "[object Object]" (no server

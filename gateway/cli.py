@@ -9,14 +9,18 @@ import getpass
 import os
 import secrets
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any
+import warnings
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from . import auth
+from . import auth, tenants
 from .config import ConfigError, Settings
 from .db import QUERIES, connect, database_url, migrate
+
+if TYPE_CHECKING:
+    from .forms import Registry
 
 
 class CliError(Exception):
@@ -37,6 +41,28 @@ def _read_password(args: argparse.Namespace) -> str:
     return password
 
 
+def _registry() -> Registry:
+    from forms import FORM_MODULES
+
+    from .forms import build_registry
+
+    return build_registry(FORM_MODULES)
+
+
+def _currency_code(value: str) -> str:
+    try:
+        return tenants.check_currency_code(value)
+    except tenants.SetupError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    cells = [list(headers), *(["-" if v is None else str(v) for v in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+    return "\n".join(lines)
+
+
 async def _with_db(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
     conn = await connect(database_url(settings))
     try:
@@ -46,13 +72,17 @@ async def _with_db(settings: Settings, work: Callable[[asyncpg.Connection], Awai
         await conn.close()
 
 
-async def ensure_demo(conn: asyncpg.Connection) -> tuple[str, str] | None:
+async def ensure_demo(conn: asyncpg.Connection, registry: Registry | None = None) -> tuple[str, str] | None:
     """On a database without tenants, create tenant `demo` and admin user `demo`; return the credentials."""
+    if await conn.fetchval(QUERIES["tenant_count"]):
+        return None  # the common case, without building the registry
+    registry = registry or _registry()
+    await tenants.stage(conn, registry)
     async with conn.transaction():
         await conn.execute("LOCK TABLE tenant IN EXCLUSIVE MODE")
         if await conn.fetchval(QUERIES["tenant_count"]):
             return None
-        tenant_id = await conn.fetchval(QUERIES["tenant_add"], "demo", "Demo tenant")
+        tenant_id = await tenants.create_tenant(conn, registry, "demo", "Demo tenant")
         password = secrets.token_urlsafe(12)
         await conn.fetchval(QUERIES["user_add"], tenant_id, "demo", auth.hash_password(password), "admin")
         return "demo", password
@@ -77,8 +107,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
               flush=True)
     settings.resolved_secret()  # generate it before the workers start, so they all share it
     os.environ["DATABASE_URL"] = url
-    print(f"Serving on http://{args.host}:{args.port} with {args.workers} worker(s)", flush=True)
-    server.run("gateway.app:create_app", host=args.host, port=args.port, workers=args.workers,
+
+    def ready() -> None:
+        print(f"Serving on http://{args.host}:{args.port} with {args.workers} worker(s)", flush=True)
+
+    server.run("gateway.app:create_app", host=args.host, port=args.port, workers=args.workers, ready=ready,
                access_log=False, log_level="warning")
 
 
@@ -94,17 +127,90 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
     print("applied: " + (", ".join(applied) if applied else "nothing, already up to date"))
 
 
+def _chart_text(chart: str) -> str:
+    if chart == tenants.NO_CHART:
+        return "no chart of accounts, no posting roles"
+    return (f"chart {chart} ({len(tenants.chart_accounts(chart))} accounts), "
+            f"{len(tenants.chart_roles(chart))} posting roles")
+
+
 def cmd_tenant_add(args: argparse.Namespace, settings: Settings) -> None:
+    registry = _registry()
+    try:
+        description = _chart_text(args.chart)  # a missing chart file fails before the database is touched
+    except tenants.SetupError as exc:
+        raise CliError(str(exc)) from None
+
     async def work(conn: asyncpg.Connection) -> int:
         try:
-            return await conn.fetchval(QUERIES["tenant_add"], args.code, args.name or args.code)
+            return await tenants.create_tenant(conn, registry, args.code, args.name or args.code,
+                                               base_currency=args.base_currency, chart=args.chart)
         except asyncpg.UniqueViolationError:
             raise CliError(f"tenant {args.code!r} exists already") from None
         except asyncpg.CheckViolationError:
             raise CliError("tenant code: 1 to 64 letters, digits, '.', '_' or '-'") from None
+        except tenants.SetupError as exc:
+            raise CliError(str(exc)) from None
 
     tenant_id = asyncio.run(_with_db(settings, work))
-    print(f"tenant {args.code!r} created (id {tenant_id})")
+    print(f"tenant {args.code!r} created (id {tenant_id}): base currency {args.base_currency}, {description}")
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _created_text(created: dict[str, int]) -> str:
+    counts = ((created["currencies"], "currency", "currencies"), (created["accounts"], "account", "accounts"),
+              (created["roles"], "posting role", "posting roles"))
+    parts = [_count(n, one, many) for n, one, many in counts if n]
+    return "created " + ", ".join(parts) if parts else "nothing missing"
+
+
+def cmd_tenant_setup(args: argparse.Namespace, settings: Settings) -> None:
+    if bool(args.code) == bool(args.all):
+        raise CliError("give a tenant code, or --all")
+    registry = _registry()
+
+    async def work(conn: asyncpg.Connection) -> None:
+        if args.all:
+            rows = await conn.fetch(QUERIES["tenant_all"])
+        else:
+            row = await conn.fetchrow(QUERIES["tenant_by_code"], args.code)
+            if row is None:
+                raise CliError(f"no tenant {args.code!r}")
+            rows = [row]
+        for row in rows:  # each tenant in a transaction of its own, reported as soon as it is committed
+            chart = args.chart or row["chart"] or tenants.DEFAULT_CHART
+            try:
+                created = await tenants.provision(conn, registry, row["id"], row["base_currency"], chart)
+            except tenants.SetupError as exc:
+                raise CliError(f"tenant {row['code']!r}: {exc}") from None
+            print(f"tenant {row['code']!r} (base currency {row['base_currency']}, chart {chart}): "
+                  + _created_text(created), flush=True)
+
+    asyncio.run(_with_db(settings, work))
+
+
+def cmd_tenant_list(args: argparse.Namespace, settings: Settings) -> None:
+    async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+        return await conn.fetch(QUERIES["tenant_list"])
+
+    rows = asyncio.run(_with_db(settings, work))
+    print(_table(("CODE", "NAME", "BASE CURRENCY", "LOCKED UNTIL", "USERS"),
+                 ((r["code"], r["name"], r["base_currency"], r["locked_until"], r["users"]) for r in rows)))
+
+
+def cmd_user_list(args: argparse.Namespace, settings: Settings) -> None:
+    async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+        if args.tenant is not None and await conn.fetchrow(QUERIES["tenant_by_code"], args.tenant) is None:
+            raise CliError(f"no tenant {args.tenant!r}")
+        return await conn.fetch(QUERIES["user_list"], args.tenant)
+
+    rows = asyncio.run(_with_db(settings, work))
+    print(_table(("USERNAME", "TENANT", "ROLE", "STATUS"),
+                 ((r["username"], r["tenant"], r["role"], "disabled" if r["disabled"] else "enabled")
+                  for r in rows)))
 
 
 def cmd_tenant_lock(args: argparse.Namespace, settings: Settings) -> None:
@@ -120,7 +226,8 @@ def cmd_tenant_lock(args: argparse.Namespace, settings: Settings) -> None:
             raise CliError(f"no tenant {args.code!r}")
 
     asyncio.run(_with_db(settings, work))
-    print(f"tenant {args.code!r}: " + (f"vouchers dated up to {until} are locked" if until else "no period locked"))
+    print(f"tenant {args.code!r}: "
+          + (f"vouchers dated up to {until} are locked" if until else "no period locked"))
 
 
 def cmd_user_add(args: argparse.Namespace, settings: Settings) -> None:
@@ -170,18 +277,34 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="migrate, then serve the API")
     serve.add_argument("--host", default=os.environ.get("GATEWAY_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8000")))
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("GATEWAY_WORKERS", os.cpu_count() or 1)))
-    serve.add_argument("--no-demo", action="store_true", help="do not create the demo tenant on an empty database")
+    serve.add_argument("--workers", type=int,
+                       default=int(os.environ.get("GATEWAY_WORKERS", os.cpu_count() or 1)))
+    serve.add_argument("--no-demo", action="store_true",
+                       help="do not create the demo tenant on an empty database")
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", help="apply pending SQL migrations").set_defaults(func=cmd_migrate)
 
-    tenant = sub.add_parser("tenant", help="tenant administration").add_subparsers(dest="action", required=True)
-    t_add = tenant.add_parser("add", help="create a tenant")
+    tenant = sub.add_parser("tenant", help="tenant administration").add_subparsers(dest="action",
+                                                                                   required=True)
+    t_add = tenant.add_parser("add", help="create a tenant with its base currency, chart and posting roles")
     t_add.add_argument("code")
     t_add.add_argument("--name")
+    t_add.add_argument("--base-currency", type=_currency_code, metavar="CODE",
+                       default=tenants.DEFAULT_CURRENCY,
+                       help=f"ISO 4217 code of three capital letters (default {tenants.DEFAULT_CURRENCY})")
+    t_add.add_argument("--chart", choices=tenants.CHARTS, default=tenants.DEFAULT_CHART,
+                       help="chart of accounts: Vietnamese Circular 200 (default), Circular 133, or none")
     t_add.set_defaults(func=cmd_tenant_add)
-    t_lock = tenant.add_parser("lock", help="lock the accounting period up to a date (vouchers dated in it are refused)")
+    t_setup = tenant.add_parser("setup", help="add the currency, accounts and posting roles a tenant lacks")
+    t_setup.add_argument("code", nargs="?")
+    t_setup.add_argument("--all", action="store_true", help="every tenant")
+    t_setup.add_argument("--chart", choices=tenants.CHARTS,
+                         help="default: the chart the tenant was created with, else c200")
+    t_setup.set_defaults(func=cmd_tenant_setup)
+    tenant.add_parser("list", help="list the tenants").set_defaults(func=cmd_tenant_list)
+    t_lock = tenant.add_parser(
+        "lock", help="lock the accounting period up to a date (vouchers dated in it are refused)")
     t_lock.add_argument("code")
     t_lock.add_argument("--until", help="the last locked day, yyyy-mm-dd")
     t_lock.add_argument("--clear", action="store_true", help="unlock every period")
@@ -209,10 +332,18 @@ def build_parser() -> argparse.ArgumentParser:
         p = user.add_parser(name, help=f"{name} a user")
         p.add_argument("username")
         p.set_defaults(func=_set_disabled(disabled))
+
+    u_list = user.add_parser("list", help="list the users")
+    u_list.add_argument("--tenant", help="only this tenant's users")
+    u_list.set_defaults(func=cmd_user_list)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The embedded PostgreSQL package's imports warn when XDG_RUNTIME_DIR is unset (containers, cron, ssh
+    # without a login session) and fall back to a directory that works; operators cannot act on it.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set", category=UserWarning,
+                            module=r"platformdirs(\.|$)")
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()

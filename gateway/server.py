@@ -8,12 +8,17 @@ takes the connections, and clients that keep connections alive can all land on o
 from __future__ import annotations
 
 import multiprocessing
+import os
+import queue
 import signal
 import socket
+import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 RESTART_PAUSE_SECONDS = 1.0
 
@@ -29,23 +34,48 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(app: str, host: str, port: int, uvicorn_options: dict[str, Any]) -> None:
+class _Server(uvicorn.Server):
+    """A uvicorn server that says when it serves: its app started up and its socket accepts connections."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self._on_started()
+
+
+def _worker(app: str, host: str, port: int, started: Any, uvicorn_options: dict[str, Any]) -> None:
     sock = bind(host, port)
     config = uvicorn.Config(app, factory=True, **uvicorn_options)
-    uvicorn.Server(config).run(sockets=[sock])
+    _Server(config, on_started=lambda: started.put(os.getpid())).run(sockets=[sock])
 
 
-def run(app: str, host: str, port: int, workers: int, **uvicorn_options: Any) -> None:
-    """Run `workers` processes serving the app factory `app`; restart any that dies; stop on SIGINT/SIGTERM."""
+def run(app: str, host: str, port: int, workers: int, ready: Callable[[], None] | None = None,
+        **uvicorn_options: Any) -> None:
+    """Run `workers` processes serving the app factory `app`; restart any that dies; stop on SIGINT/SIGTERM.
+
+    `ready` is called once, when every worker accepts connections.
+    """
+    announce = ready or (lambda: None)
     if workers <= 1:
-        uvicorn.run(app, factory=True, host=host, port=port, **uvicorn_options)
+        server = _Server(uvicorn.Config(app, factory=True, host=host, port=port, **uvicorn_options),
+                         on_started=announce)
+        server.run()
+        if not server.started:
+            sys.exit(STARTUP_FAILURE)
         return
     bind(host, port).close()  # fail here, in the parent, if the address cannot be bound at all
     ctx = multiprocessing.get_context("spawn")
+    started = ctx.Queue()
+    serving: set[int] = set()
+    announced = False
     stopping = False
 
     def start() -> Any:
-        proc = ctx.Process(target=_worker, args=(app, host, port, uvicorn_options), daemon=False)
+        proc = ctx.Process(target=_worker, args=(app, host, port, started, uvicorn_options), daemon=False)
         proc.start()
         return proc
 
@@ -57,7 +87,13 @@ def run(app: str, host: str, port: int, workers: int, **uvicorn_options: Any) ->
     procs = [start() for _ in range(workers)]
     try:
         while not stopping:
-            time.sleep(0.2)
+            try:
+                serving.add(started.get(timeout=0.2))
+            except queue.Empty:
+                pass
+            if not announced and {proc.pid for proc in procs} <= serving:
+                announced = True
+                announce()
             for i, proc in enumerate(procs):
                 if not proc.is_alive() and not stopping:
                     print(f"worker {proc.pid} exited with {proc.exitcode}; restarting", flush=True)

@@ -13,7 +13,9 @@ import httpx
 import jwt
 from conftest import PASSWORD, add_user, assert_envelope, login
 
+from gateway import auth
 from gateway.auth import TokenService
+from gateway.db import QUERIES
 
 INVALID = {"success": False, "messages": "Invalid username or password", "code": 401}
 
@@ -118,11 +120,68 @@ async def test_disabling_a_user_or_changing_the_password_ends_its_tokens(
     await add_user(db, "alice")
     await add_user(db, "bob")
     alice, bob = await login(client, "alice"), await login(client, "bob")
-    # Tokens count whole seconds: make the change land in a later second than the issue.
-    await db.execute("UPDATE app_user SET tokens_valid_after = now() + interval '1 second',"
-                     " disabled = (username = 'alice')")
+    await db.fetchval(QUERIES["user_set_disabled"], "alice", True)
+    await db.fetchval(QUERIES["user_passwd"], "bob", auth.hash_password("another password"))
     assert (await _sync(client, alice)).status_code == 401
     assert (await _sync(client, bob)).status_code == 401
+
+
+async def _same_second_as(db: asyncpg.Connection, token: str, username: str) -> None:
+    """Make the revocation look as if it fell in the very second the token was issued.
+
+    Tokens count whole seconds; this is the case a comparison of timestamps cannot tell apart.
+    """
+    iat = jwt.decode(token, options={"verify_signature": False})["iat"]
+    await db.execute("UPDATE app_user SET tokens_valid_after = to_timestamp($2) + interval '0.5 second'"
+                     " WHERE username = $1", username, iat)
+
+
+async def test_enabling_a_user_again_does_not_revive_a_token_issued_in_the_second_of_the_disable(
+        client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    await add_user(db, "alice")
+    old = await login(client, "alice")
+    assert (await _sync(client, old)).status_code == 200
+    await db.fetchval(QUERIES["user_set_disabled"], "alice", True)
+    await db.fetchval(QUERIES["user_set_disabled"], "alice", False)
+    await _same_second_as(db, old, "alice")
+    resp = await _sync(client, old)
+    assert resp.status_code == 401 and assert_envelope(resp)["code"] == 401
+    new = await login(client, "alice")
+    assert (await _sync(client, new)).status_code == 200
+    assert (await _sync(client, old)).status_code == 401
+
+
+async def test_a_token_issued_in_the_second_of_a_password_change_is_refused(
+        client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    await add_user(db, "alice")
+    old = await login(client, "alice")
+    await db.fetchval(QUERIES["user_passwd"], "alice", auth.hash_password("another password"))
+    await _same_second_as(db, old, "alice")
+    assert (await _sync(client, old)).status_code == 401
+    new = await login(client, "alice", "another password")
+    assert (await _sync(client, new)).status_code == 200
+
+
+async def test_enabling_a_user_that_was_never_disabled_keeps_its_tokens(
+        client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    await add_user(db, "alice")
+    token = await login(client, "alice")
+    await db.fetchval(QUERIES["user_set_disabled"], "alice", False)
+    assert (await _sync(client, token)).status_code == 200
+
+
+async def test_a_token_without_a_version_claim_counts_as_version_zero(
+        client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    # Tokens issued before versions existed stay valid until the user's first passwd or disable.
+    await add_user(db, "alice")
+    claims = jwt.decode(await login(client, "alice"), "s" * 40, algorithms=["HS256"], audience="erp-sync-api")
+    assert claims.pop("ver") == 0
+    legacy = jwt.encode(claims, "s" * 40, algorithm="HS256")
+    assert (await _sync(client, legacy)).status_code == 200
+    await db.fetchval(QUERIES["user_set_disabled"], "alice", True)
+    await db.fetchval(QUERIES["user_set_disabled"], "alice", False)
+    await _same_second_as(db, legacy, "alice")
+    assert (await _sync(client, legacy)).status_code == 401
 
 
 async def test_reader_role_may_get_but_not_sync(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:

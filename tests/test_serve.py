@@ -29,18 +29,14 @@ async def test_serve_creates_demo_user_once_and_serves_with_two_workers(db_url: 
     output = b""
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            for _ in range(200):
-                try:
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("gateway did not become ready")
             assert proc.stdout is not None
             while b"Serving on" not in output:
-                output += await asyncio.wait_for(proc.stdout.readline(), 10)
+                line = await asyncio.wait_for(proc.stdout.readline(), 30)
+                assert line, output  # the process ended without serving
+                output += line
+            assert f"Serving on http://127.0.0.1:{port} with 2 worker(s)".encode() in output, output
+            # Announced only once the workers serve: the first request, sent at once, is answered.
+            assert (await client.get("/readyz")).status_code == 200
             match = re.search(rb"user 'demo', password '([^']+)'", output)
             assert match, output
             password = match.group(1).decode()
@@ -57,6 +53,13 @@ async def test_serve_creates_demo_user_once_and_serves_with_two_workers(db_url: 
             resp = await client.post("/api/GetData", headers={"Authorization": f"Bearer {token}"},
                                      json={"form": "getCustomer"})
             assert resp.json()["records"] == 10
+            # The demo tenant was created with its base currency and chart of accounts.
+            resp = await client.post("/api/GetData", headers={"Authorization": token},
+                                     json={"form": "getCurrency"})
+            assert [(c["CurrencyCode"], c["DecimalPlaces"]) for c in resp.json()["data"]] == [("VND", 0)]
+            resp = await client.post("/api/GetData", headers={"Authorization": token},
+                                     json={"form": "getAccount", "id": "131"})
+            assert resp.json()["records"] == 1
     finally:
         proc.send_signal(signal.SIGTERM)
         rest, _ = await asyncio.wait_for(proc.communicate(), 40)
@@ -64,14 +67,19 @@ async def test_serve_creates_demo_user_once_and_serves_with_two_workers(db_url: 
     assert proc.returncode == 0, output.decode()
 
     # A second start on the same database creates no second demo user and prints no password.
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "serve", "--port", str(free_port()), "--workers", "1", env=env,
+        sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", "1", env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     assert proc.stdout is not None
     second = b""
     try:
         while b"Serving on" not in second:
-            second += await asyncio.wait_for(proc.stdout.readline(), 20)
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert line, second
+            second += line
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            assert (await client.get("/healthz")).status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.communicate(), 40)
