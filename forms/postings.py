@@ -7,22 +7,24 @@ Cost of goods sold is not posted per sale: stock is valued at weighted average c
 from gateway.posting import Entry, Move, Posting, header, line, role
 
 NET = "l.amount - COALESCE(l.discount, 0)"
+# VAT is posted from the header: it may differ from the sum of the lines' VAT by rounding (VAT worked out on
+# the invoice total), and the header's TotalAmount, which the partner owes, includes the header's figure.
+HEADER_TAX = "COALESCE((v.document->>'TotalTaxAmount')::numeric, 0)"
 
 POSTINGS = {
     "setSaleInvoice": Posting(
         entries=(Entry(role("receivable"), role("revenue"), NET),
-                 Entry(role("receivable"), role("vat_output"), "COALESCE(l.tax_amount, 0)")),
+                 Entry(role("receivable"), role("vat_output"), HEADER_TAX, per_voucher=True)),
         moves=(Move("out"),),
     ),
     "setSaleReturn": Posting(
         entries=(Entry(role("sales_returns"), role("receivable"), NET),
-                 Entry(role("vat_output"), role("receivable"), "COALESCE(l.tax_amount, 0)")),
+                 Entry(role("vat_output"), role("receivable"), HEADER_TAX, per_voucher=True)),
         moves=(Move("in"),),
     ),
     "setPurchaseInvoice": Posting(
         entries=(Entry(role("inventory"), role("payable"), "l.amount"),
-                 Entry(role("vat_input"), role("payable"), "COALESCE((v.document->>'TotalTaxAmount')::numeric, 0)",
-                       per_voucher=True)),
+                 Entry(role("vat_input"), role("payable"), HEADER_TAX, per_voucher=True)),
         moves=(Move("in", value="l.amount"),),
     ),
     "setReceipt": Posting(

@@ -14,6 +14,8 @@ ANALYTIC = (
     Ref("detail/ContractCode", (("contract", "contract_code"),)),
     Ref("detail/ExpenseCode", (("expense", "expense_code"),)),
 )
+# What the customer owes on a sale: net of discount, plus the header's VAT (the figure posted).
+SALE_TOTAL = ("TotalAmount", (("TotalNetAmount", 1), ("TotalDiscountAmount", -1), ("TotalTaxAmount", 1)))
 # Lines of goods: the item and the site must exist, and any analytic code given.
 GOODS = (Ref("detail/ItemCode", ITEM), Ref("detail/SiteCode", SITE), *ANALYTIC)
 
@@ -26,8 +28,9 @@ FORMS = [
         description="Sales invoices.",
         partner="CustomerCode",
         references=(Ref("CustomerCode", CUSTOMER), Ref("detail/TaxCode", TAX), *GOODS),
-        totals=(("TotalQuantity", "Quantity"), ("TotalNetAmount", "Amount"), ("TotalDiscountAmount", "Discount"),
-                ("TotalTaxAmount", "TaxAmount"), ("TotalAmount", "TotalAmount")),
+        totals=(("TotalQuantity", "Quantity"), ("TotalNetAmount", "Amount"), ("TotalDiscountAmount", "Discount")),
+        tax_total=("TotalTaxAmount", "TaxAmount"),
+        grand_total=SALE_TOTAL,
     ),
     VoucherForm(
         name="setPurchaseInvoice",
@@ -35,7 +38,9 @@ FORMS = [
         description="Purchase invoices, with their VAT invoice lines in `tax`.",
         partner="SupplierCode",
         references=(Ref("SupplierCode", PARTNER), Ref("detail/TaxCode", TAX), *GOODS),
-        totals=(("TotalQuantity", "Quantity"), ("TotalNetAmount", "Amount"), ("TotalTaxAmount", "tax/TaxAmount")),
+        totals=(("TotalQuantity", "Quantity"), ("TotalNetAmount", "Amount")),
+        tax_total=("TotalTaxAmount", "tax/TaxAmount"),
+        grand_total=("TotalAmount", (("TotalNetAmount", 1), ("TotalTaxAmount", 1))),
     ),
     VoucherForm(
         name="setJournalVoucher",
@@ -50,8 +55,9 @@ FORMS = [
         description="Sales returns: lines as on a sales invoice, each optionally naming the invoice line returned.",
         partner="CustomerCode",
         references=(Ref("CustomerCode", CUSTOMER), Ref("detail/TaxCode", TAX), *GOODS),
-        totals=(("TotalQuantity", "Quantity"), ("TotalNetAmount", "Amount"), ("TotalDiscountAmount", "Discount"),
-                ("TotalTaxAmount", "TaxAmount"), ("TotalAmount", "TotalAmount")),
+        totals=(("TotalQuantity", "Quantity"), ("TotalNetAmount", "Amount"), ("TotalDiscountAmount", "Discount")),
+        tax_total=("TotalTaxAmount", "TaxAmount"),
+        grand_total=SALE_TOTAL,
     ),
     VoucherForm(
         name="setReceipt",

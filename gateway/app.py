@@ -118,10 +118,15 @@ def _endpoint_handler(endpoint: str):
         form, op = gw.registry.resolve(endpoint, next((v for k, v in body.items() if k.lower() == "form"), None))
         structlog.contextvars.bind_contextvars(form=form.name if op == "sync" else form.get_name)
         if op == "get":
-            read = reports.run if form.kind == "report" else query.get
+            out: dict[str, Any] | Response
             async with pool.acquire() as conn:
                 principal = await auth.principal_for(conn, claims)
-                return success("SUCCESS", **await read(conn, form, principal.tenant_id, body))
+                if form.kind == "report":
+                    out = await reports.run(conn, form, principal.tenant_id, body)
+                else:
+                    # A pull without `limit` is streamed: it reads on a connection of its own from the pool.
+                    out = await query.get(conn, form, principal.tenant_id, body, pool=pool)
+            return out if isinstance(out, Response) else success("SUCCESS", **out)
 
         if claims["role"] not in auth.WRITE_ROLES:
             raise Forbidden(f"Role '{claims['role']}' may read but not write")
@@ -143,7 +148,7 @@ def _endpoint_handler(endpoint: str):
                 response = _synced(await sync.apply(conn, principal.tenant_id, work))
             except GatewayError as exc:
                 log.info("request_rejected", status=exc.status, code=exc.code, error=exc.message)
-                response = error(exc)
+                response = error(exc, rest_statuses=gw.settings.rest_statuses)
             except BaseException:
                 with contextlib.suppress(Exception):
                     await idempotency.release(conn, principal.tenant_id, key)
@@ -182,7 +187,7 @@ async def on_gateway_error(request: Request, exc: Exception) -> Response:
         log.error("request_failed", status=exc.status, code=exc.code, error=exc.message)
     else:
         log.info("request_rejected", status=exc.status, code=exc.code, error=exc.message)
-    return error(exc)
+    return error(exc, rest_statuses=request.app.state.gateway.settings.rest_statuses)
 
 
 async def on_http_exception(request: Request, exc: Exception) -> Response:
@@ -246,6 +251,24 @@ class RequestContext:
                      ms=round((time.perf_counter() - start) * 1000, 2))
 
 
+class CanonicalPath:
+    """Endpoint paths match case-insensitively, with or without a trailing slash, as ASP.NET routes do: a
+    client written for Fast may call /api/syncdata or /api/GetData/ and must reach the same endpoint (not a
+    404, nor a 307 redirect that drops the POST body in some clients)."""
+
+    def __init__(self, app: ASGIApp, paths: list[str]) -> None:
+        self.app = app
+        self.paths = {p.lower(): p for p in paths}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            canonical = self.paths.get(path.rstrip("/").lower()) if len(path) > 1 else None
+            if canonical is not None and canonical != path:
+                scope = {**scope, "path": canonical, "raw_path": canonical.encode()}
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
@@ -284,6 +307,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         },
     )
     app.state.gateway = gateway
+    app.add_middleware(CanonicalPath, paths=[route.path for route in routes])
     app.add_middleware(RequestContext)
     return app
 

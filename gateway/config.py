@@ -31,6 +31,15 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
     return value
 
 
+def _bool(env: dict[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -44,6 +53,9 @@ class Settings:
     max_body_bytes: int = 64 * 1024 * 1024
     max_records: int = 10_000
     log_level: str = "INFO"
+    # Fast answers its body codes 201, 202 and 601 with HTTP 200; operators who want REST statuses get
+    # 404, 400 and 422 for them instead.
+    rest_statuses: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -65,6 +77,7 @@ class Settings:
             max_body_bytes=_int(env, "GATEWAY_MAX_BODY_BYTES", 64 * 1024 * 1024),
             max_records=_int(env, "GATEWAY_MAX_RECORDS", 10_000),
             log_level=(env.get("GATEWAY_LOG_LEVEL") or "INFO").upper(),
+            rest_statuses=_bool(env, "GATEWAY_REST_STATUSES"),
         )
 
     def resolved_secret(self) -> str:

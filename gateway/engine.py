@@ -12,8 +12,9 @@ from typing import Any
 import asyncpg
 
 from .db import ensure_stage, in_transaction
-from .errors import BadRequest, DataStructureError, EmptyData, PayloadTooLarge
+from .errors import BadRequest, DataStructureError, EmptyData, PayloadTooLarge, summarise
 from .forms import MasterForm
+from .lenient import Warnings
 
 MODES = ("atomic", "partial")
 ACTIONS = ("upsert", "delete")
@@ -24,9 +25,10 @@ class SyncOptions:
     mode: str = "atomic"
     dry_run: bool = False
     outcomes: bool = False
+    strict: bool = False  # unknown fields in a record are refused instead of ignored with a warning
 
 
-_REQUEST_KEYS = frozenset({"form", "data", "mode", "dry_run", "outcomes"})
+_REQUEST_KEYS = frozenset({"form", "data", "mode", "dry_run", "outcomes", "strict"})
 
 
 def json_pointer(parts: Any) -> str:
@@ -54,7 +56,8 @@ def parse_options(body: dict[str, Any]) -> SyncOptions:
         mode = "atomic"
     if not isinstance(mode, str) or mode.lower() not in MODES:
         raise BadRequest(f"Field 'mode' must be one of {', '.join(MODES)}")
-    return SyncOptions(mode=mode.lower(), dry_run=_flag(lowered, "dry_run"), outcomes=_flag(lowered, "outcomes"))
+    return SyncOptions(mode=mode.lower(), dry_run=_flag(lowered, "dry_run"), outcomes=_flag(lowered, "outcomes"),
+                       strict=_flag(lowered, "strict"))
 
 
 def records_of(body: dict[str, Any], max_records: int) -> list[Any]:
@@ -81,6 +84,7 @@ class Batch:
     index_of: dict[tuple, int] = field(default_factory=dict)
     # The key of every record whose key could be read (kept when per-record outcomes are asked for).
     key_at: dict[int, tuple] = field(default_factory=dict)
+    warnings: Warnings = field(default_factory=Warnings)
 
 
 def _record_error(batch: Batch, index: int, key: str | None, path: str, message: str) -> None:
@@ -88,28 +92,10 @@ def _record_error(batch: Batch, index: int, key: str | None, path: str, message:
     batch.failed_indexes.add(index)
 
 
-def _normalise(form: MasterForm, record: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """Map field names to the catalog's spelling (Fast matches them case-insensitively); split off action."""
-    if form.field_names.issuperset(record):
-        return record, "upsert"  # the common case: already spelled as the catalog spells them
-    field_map = form.field_map
-    norm: dict[str, Any] = {}
-    action: Any = "upsert"
-    for name, value in record.items():
-        canonical = field_map.get(name.lower())
-        if canonical is None:
-            if name.lower() == "action":
-                action = value
-                continue
-            canonical = name  # unknown: the schema's additionalProperties reports it
-        norm[canonical] = value
-    return norm, action
-
-
-def prepare(form: MasterForm, data: list[Any], keep_keys: bool = False) -> Batch:
+def prepare(form: MasterForm, data: list[Any], keep_keys: bool = False, strict: bool = False) -> Batch:
     if not form.checks and form.batch_validator.is_valid(data):
         return _prepare_valid(form, data, keep_keys)
-    return _prepare_each(form, data, keep_keys)
+    return _prepare_each(form, data, keep_keys, strict)
 
 
 def _prepare_valid(form: MasterForm, data: list[dict[str, Any]], keep_keys: bool) -> Batch:
@@ -132,15 +118,18 @@ def _prepare_valid(form: MasterForm, data: list[dict[str, Any]], keep_keys: bool
     return batch
 
 
-def _prepare_each(form: MasterForm, data: list[Any], keep_keys: bool) -> Batch:
-    """Record by record: names matched case-insensitively, actions, errors with index, key and path."""
+def _prepare_each(form: MasterForm, data: list[Any], keep_keys: bool, strict: bool = False) -> Batch:
+    """Record by record: read as clients send them (names in any case, nulls, dates, numbers in text),
+    actions, errors with index, key and path."""
     batch = Batch()
+    warnings = None if strict else batch.warnings
     latest = batch.index_of
     for index, record in enumerate(data):
         if not isinstance(record, dict):
             _record_error(batch, index, None, "", "Record must be a JSON object")
             continue
-        norm, action = _normalise(form, record)
+        norm = form.reader.read(record, index, warnings)
+        action = norm.pop("action", "upsert")
         raw_key = tuple([norm.get(k) for k in form.key])
         if keep_keys:  # only per-record outcomes need every record's key
             batch.key_at[index] = raw_key
@@ -282,7 +271,7 @@ def plan(form: MasterForm, body: dict[str, Any], max_records: int) -> SyncPlan:
     """Options, records and validation: CPU work done before a database connection is taken."""
     options = parse_options(body)
     data = records_of(body, max_records)
-    return SyncPlan(form, options, data, prepare(form, data, keep_keys=options.outcomes))
+    return SyncPlan(form, options, data, prepare(form, data, keep_keys=options.outcomes, strict=options.strict))
 
 
 async def apply(conn: asyncpg.Connection, tenant_id: int, work: SyncPlan) -> dict[str, Any]:
@@ -296,13 +285,18 @@ async def apply(conn: asyncpg.Connection, tenant_id: int, work: SyncPlan) -> dic
         extra: dict[str, Any] = {"records": 0, "result": result, "errors": batch.errors}
         if options.outcomes:
             extra["outcomes"] = outcomes(form, data, batch, None)
-        raise DataStructureError(f"{failed} of {len(data)} records are invalid; {what}", **extra)
+        if batch.warnings:
+            extra["warnings"] = batch.warnings.as_list()
+        raise DataStructureError(f"{failed} of {len(data)} records are invalid; {what}: {summarise(batch.errors)}",
+                                 **extra)
     written = await write(conn, form, tenant_id, batch, options.dry_run, with_keys=options.outcomes)
     result.update(written.counts())
     synced = written.inserted + written.updated + written.unchanged + written.deleted
     response: dict[str, Any] = {"records": synced, "fkey": "", "result": result}
     if batch.errors:
         response["errors"] = batch.errors
+    if batch.warnings:
+        response["warnings"] = batch.warnings.as_list()
     if options.outcomes:
         response["outcomes"] = outcomes(form, data, batch, written)
     if options.dry_run:

@@ -6,6 +6,8 @@ from typing import Any
 
 
 class GatewayError(Exception):
+    # `status` is the REST status. Fast's own body codes (FAST_CODES) travel in an HTTP 200 answer unless
+    # the operator asks for REST statuses (Settings.rest_statuses); see responses.http_status.
     status: int = 500
     code: int = 500
     message: str = "Internal server error"
@@ -14,6 +16,10 @@ class GatewayError(Exception):
         self.message = message or self.message
         self.extra = extra
         super().__init__(self.message)
+
+
+# Fast's processing results: its documentation answers them "200 OK" with the code in the body.
+FAST_CODES = frozenset({200, 201, 202, 601})
 
 
 class BadRequest(GatewayError):
@@ -83,3 +89,18 @@ def translate(exc: BaseException) -> GatewayError:
     if isinstance(exc, asyncpg.exceptions.IntegrityConstraintViolationError):
         return Conflict(f"The data conflicts with stored data: {exc.__class__.__name__}")
     return GatewayError("Internal server error")
+
+
+def summarise(errors: list[dict[str, Any]], shown: int = 3, max_message: int = 160) -> str:
+    """The first few per-record errors in words, for `messages`: the one text a Fast client shows its user."""
+    parts = []
+    for err in errors[:shown]:
+        where = f"record {err['index']}" + (f" ({err['key']})" if err.get("key") else "")
+        message = str(err["message"])
+        if len(message) > max_message:
+            message = message[: max_message - 3] + "..."
+        parts.append(f"{where} {err.get('path') or '/'}: {message}")
+    text = "; ".join(parts)
+    if len(errors) > shown:
+        text += f"; and {len(errors) - shown} more"
+    return text

@@ -19,6 +19,7 @@ import jsonschema_rs
 
 from .config import SCHEMAS_DIR
 from .errors import BadRequest, FormNotFound
+from .lenient import compile_reader
 
 SYNC_DATA = "SyncData"
 SYNC_VOUCHER = "SyncVoucher"
@@ -170,6 +171,7 @@ class MasterForm:
     columns: tuple[Column, ...] = field(default=(), repr=False)
     validator: Any = field(default=None, repr=False)
     delete_validator: Any = field(default=None, repr=False)
+    reader: Any = field(default=None, repr=False)  # lenient.Reader
     # The record schema applied to a whole `data` list in one call: most requests are all valid and spelled
     # as the catalog spells them, and one call costs less than a call per record.
     batch_validator: Any = field(default=None, repr=False)
@@ -208,6 +210,7 @@ class MasterForm:
         if len(self.field_map) != len(self.columns):
             raise ValueError(f"{self.name}: two fields differ only by case")
         self.validator = compile_validator(self.schema)
+        self.reader = compile_reader(self.schema, passthrough=("action",))
         dialect = self.schema.get("$schema", "https://json-schema.org/draft/2020-12/schema")
         # The record schema embedded as a resource of its own ($id), so references inside it still resolve.
         self.batch_validator = compile_validator({

@@ -18,7 +18,7 @@ ROLE_DEFAULTS = {
     "receivable": "131",
     "payable": "331",
     "revenue": "5111",
-    "sales_returns": "5213",
+    "sales_returns": "5212",  # Circular 200: 5212 sales returns (5213 is price allowances)
     "vat_output": "33311",
     "vat_input": "1331",
     "inventory": "156",
@@ -27,6 +27,19 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 _VOUCHERS = "v.tenant_id = $1 AND v.form = $2 AND v.voucher_id = ANY($3::text[])"
 _LINES = "JOIN voucher_line l ON l.tenant_id = v.tenant_id AND l.form = v.form AND l.voucher_id = v.voucher_id"
+# Only items whose stock is tracked move (not services), each line joined to its item and to the conversion of
+# its unit by primary key, so the plan stays a keyed lookup per line even on never-analysed tables.
+_STOCK_ITEM = (
+    "JOIN item i ON i.tenant_id = l.tenant_id AND i.item_code = l.item_code"
+    " AND i.stock_tracked = 1 AND NOT i.deleted"
+    " LEFT JOIN unit_conversion c ON c.tenant_id = l.tenant_id AND c.item_code = l.item_code"
+    " AND c.uom = l.uom AND NOT c.deleted"
+)
+# Stock is kept in the item's base unit: a line in another unit moves quantity x coefficient. A unit without a
+# live conversion gives NULL, which the NOT NULL quantity columns refuse: the voucher fails rather than moving
+# a wrong quantity. A line in the base unit, or of an item with no base unit, moves its quantity as is.
+_BASE_QUANTITY = ("CASE WHEN NULLIF(i.uom, '') IS NULL OR l.uom IS NULL OR l.uom = i.uom THEN l.quantity"
+                  " ELSE l.quantity * c.coefficient END")
 
 
 def _ident(name: str) -> str:
@@ -126,15 +139,12 @@ class Posting:
         moves = []
         for rule, move in enumerate(self.moves):
             site = f"l.{_ident(move.site)}"
-            qty_in, qty_out = ("l.quantity", "0") if move.direction == "in" else ("0", "l.quantity")
+            qty_in, qty_out = (_BASE_QUANTITY, "0") if move.direction == "in" else ("0", _BASE_QUANTITY)
             value = f"({move.value}) * v.exchange_rate" if move.value else "NULL::numeric"
             moves.append(
                 f"SELECT v.tenant_id, v.form, v.voucher_id, {rule} AS rule, l.line_no, v.voucher_date,"
-                f" l.item_code, {site}, {qty_in}, {qty_out}, {value} FROM voucher v {_LINES}"
-                f" WHERE {_VOUCHERS} AND l.item_code IS NOT NULL AND {site} IS NOT NULL AND l.quantity <> 0"
-                # Services and other items whose stock is not tracked do not move.
-                " AND EXISTS (SELECT 1 FROM item i WHERE i.tenant_id = v.tenant_id AND i.item_code = l.item_code"
-                " AND i.stock_tracked = 1 AND NOT i.deleted)")
+                f" l.item_code, {site}, {qty_in}, {qty_out}, {value} FROM voucher v {_LINES} {_STOCK_ITEM}"
+                f" WHERE {_VOUCHERS} AND {site} IS NOT NULL AND l.quantity <> 0")
         if moves:
             self.sql["stock"] = (
                 "INSERT INTO stock_move (tenant_id, form, voucher_id, move_no, move_date, item_code, site_code,"

@@ -1,7 +1,12 @@
-"""GetData for catalogs: filters, field selection, ordering, keyset paging and incremental pulls.
+"""GetData for catalogs and documents: filters, field selection, ordering, whole pulls streamed, keyset paging
+and incremental pulls.
 
 Every identifier in the generated SQL comes from the form's declaration; a request only chooses among
 declared fields (unknown names get a 400 naming them) and every value travels as a bind parameter.
+
+A Fast client knows nothing of paging, so a pull without `limit` (and without `since`) answers every matching
+row: read through a server-side cursor and sent chunk by chunk, so that a worker's memory does not grow with
+the size of the answer.
 """
 
 from __future__ import annotations
@@ -9,20 +14,39 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
+import itertools
 import re
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import anyio
 import asyncpg
 import msgspec
+import structlog
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from .errors import BadRequest
+from .errors import BadRequest, ServiceUnavailable, translate
 from .forms import ORDERED_TYPES, TEXT_TYPES, Column, MasterForm
+from .lenient import parse_date
+from .responses import encode, plain
+
+log = structlog.get_logger("gateway")
 
 DEFAULT_LIMIT = 1_000
 MAX_LIMIT = 10_000
+# Rows per read of a streamed pull: each chunk is read, encoded and sent before the next is read, so these
+# bound a worker's memory. A document carries its lines, hence fewer of them at a time.
+STREAM_CHUNK_ROWS = 2_000
+STREAM_CHUNK_DOCUMENTS = 250
+# Rows must flow from the first moment, never after a sort of the whole answer: where an index gives the
+# order (the key's always does) it is used, whatever the table's statistics say. On a never-analysed table of
+# a million customers PostgreSQL otherwise planned a sort of all of them before the first row (2-3 s).
+STREAM_SETTINGS = "SET LOCAL enable_sort = off"
 OPERATORS = ("eq", "ne", "in", "gt", "gte", "lt", "lte", "prefix", "contains")
 _COMPARE = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _SINCE_RE = re.compile(r"^(\d{1,20})\.(\d{1,20})\.(\d{1,9})$")
@@ -62,9 +86,10 @@ def _value(col: Column, value: Any, what: str) -> Any:
                 raise TypeError
             return value
         if col.pgtype == "date":
-            if not isinstance(value, str):
+            date = parse_date(value)
+            if date is None:
                 raise TypeError
-            return dt.date.fromisoformat(value)
+            return date
         if col.pgtype == "boolean":
             if not isinstance(value, bool):
                 raise TypeError
@@ -131,14 +156,11 @@ def _filters(form: MasterForm, sql: _Sql, filters: Any) -> None:
 
 def _date(body: dict[str, Any], name: str) -> dt.date | None:
     value = body.get(name.lower())
-    if value in (None, ""):
-        return None
     try:
-        if isinstance(value, str):
-            return dt.date.fromisoformat(value)
+        return parse_date(value)
     except ValueError:
-        pass
-    raise BadRequest(f"Field '{name}' must be a date yyyy-MM-dd, got {value!r}", field=name)
+        raise BadRequest(f"Field '{name}' must be a date yyyy-MM-dd or an ISO date-time, got {value!r}",
+                         field=name) from None
 
 
 def _limit(body: dict[str, Any]) -> int:
@@ -244,7 +266,8 @@ def _fields(form: MasterForm, fields: Any) -> list[Column]:
         return list(form.columns)
     if not isinstance(fields, list):
         raise BadRequest("Field 'fields' must be a list of field names")
-    chosen = [_column(form, f, "fields") for f in fields]
+    # A field named twice (in any spelling) comes once.
+    chosen = list({c.name: c for c in (_column(form, f, "fields") for f in fields)}.values())
     # The key always comes back: a row without its key cannot be matched by the puller.
     for col in reversed(form.key_columns):
         if col not in chosen:
@@ -252,11 +275,19 @@ def _fields(form: MasterForm, fields: Any) -> list[Column]:
     return chosen
 
 
-async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: dict[str, Any]) -> dict[str, Any]:
+async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: dict[str, Any],
+              pool: asyncpg.Pool | None = None) -> dict[str, Any] | StreamedPull:
+    """A page (`limit`, `cursor`), a slice of the change feed (`since`), or else every matching row.
+
+    Every matching row comes as a StreamedPull, which reads on a connection of its own from `pool` once it
+    is sent; the request is checked and its SQL built here, so a bad request still gets its 400 before any
+    byte. Without a pool the rows are read on `conn`, all at once.
+    """
     body = {k.lower(): v for k, v in body.items()}
     unknown = sorted(set(body) - _REQUEST_KEYS)
     if unknown:
         raise BadRequest(f"Unknown request field '{unknown[0]}'", field=unknown[0])
+    paged = body.get("limit") is not None
     limit = _limit(body)
     columns = _fields(form, body.get("fields"))
     sql = _Sql()
@@ -337,6 +368,16 @@ async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: 
         sql.where.append(_after(sql, order, _decode_cursor(cursor, sig, order)))
     where = " AND ".join([f"tenant_id = {tenant_ref}", "NOT deleted", *sql.where])
     order_sql = ", ".join(f"{_q(c.name)}{' DESC' if d else ''}" for c, d in order)
+    if not paged:
+        # Only what a record is made of, in the order the renderer reads it.
+        wanted = _q(form.document_column) if form.document_column else ", ".join(_q(c.name) for c in columns)
+        query = f"SELECT {wanted} FROM {table} WHERE {where} ORDER BY {order_sql}"
+        render = _rows_renderer(form, columns)
+        if pool is None:
+            data = render(await conn.fetch(query, *sql.params))
+            return {"records": len(data), "data": data}
+        chunk = STREAM_CHUNK_DOCUMENTS if form.document_column else STREAM_CHUNK_ROWS
+        return StreamedPull(pool, query, sql.params, render, chunk)
     order_cols = ", ".join(f"{_q(c.name)} AS _o{i}" for i, (c, _) in enumerate(order))
     query = (f"SELECT {select}, {order_cols} FROM {table} WHERE {where} ORDER BY {order_sql}"
              f" LIMIT {sql.bind(limit + 1)}")
@@ -355,7 +396,144 @@ def _render(form: Any, columns: list[Column], row: Any) -> dict[str, Any]:
     """A record as the catalog spells it: from its columns, or the stored document (vouchers, lines included)."""
     if form.document_column:
         return dict(row[form.document_column])
-    return {c.field: row[c.name] for c in columns}
+    return {c.field: plain(row[c.name]) if c.pgtype == "numeric" else row[c.name] for c in columns}
+
+
+def _rows_renderer(form: Any, columns: list[Column]) -> Callable[[list[asyncpg.Record]], list[Any]]:
+    """For rows selected as exactly `columns` (or the document), in that order: objects that encode to the
+    same JSON as what _render makes of each. A streamed pull renders every row of a table, and a struct is
+    built and encoded about three times faster than a dict (bench/RESULTS.md, 2026-12-02)."""
+    if form.document_column:
+        return lambda rows: [r[0] for r in rows]  # each a fresh dict decoded from jsonb
+    row_type = _row_type(tuple(c.field for c in columns))
+    numeric = [i for i, c in enumerate(columns) if c.pgtype == "numeric"]
+    if not numeric:
+        return lambda rows: list(itertools.starmap(row_type, rows))
+
+    def render(rows: list[asyncpg.Record]) -> list[Any]:
+        out = []
+        for r in rows:
+            values = list(r)
+            for i in numeric:
+                values[i] = plain(values[i])
+            out.append(row_type(*values))
+        return out
+
+    return render
+
+
+@functools.lru_cache(maxsize=256)
+def _row_type(names: tuple[str, ...]) -> type[msgspec.Struct]:
+    """A struct whose fields encode, in order, under the catalog's names (which need not be identifiers).
+    Its values are never containers, so the garbage collector need not track it."""
+    return msgspec.defstruct("Row", [f"f{i}" for i in range(len(names))],
+                             rename={f"f{i}": name for i, name in enumerate(names)}, gc=False)
+
+
+_HEAD = b'{"success":true,"messages":"SUCCESS","data":['
+_CLOSE_SECONDS = 10
+
+
+class StreamedPull(StreamingResponse):
+    """Every row of a pull in Fast's envelope, read through a server-side cursor and sent chunk by chunk.
+
+    The rows are read on a connection taken from the pool when the response is sent: the handler has
+    released its own by then, so a request never holds two (holding one while waiting for another would
+    deadlock a busy pool). They come from one read-only REPEATABLE READ transaction: one snapshot, however
+    many reads. The cursor is opened and the first chunk read before the status line goes out, so a
+    failure there still gets the canonical error envelope. A failure after it is logged and cuts the
+    connection: a client must see a broken body, never a valid-looking JSON that lacks rows.
+    `records` follows `data`: it is known only at the end.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, query: str, params: list[Any],
+                 render: Callable[[list[asyncpg.Record]], list[Any]], chunk_rows: int) -> None:
+        self._body = self._chunks()
+        super().__init__(self._body, media_type="application/json")
+        self._pool = pool
+        self.sql = query
+        self.params = params
+        self._render = render
+        self._chunk_rows = chunk_rows
+        self._conn: asyncpg.Connection | None = None
+        self._tx: Any = None
+        self._cursor: Any = None
+        self._first: list[asyncpg.Record] = []
+        self._started = False
+        self._failed = False
+        self._complete = False
+        self.records = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._open()
+            await super().__call__(scope, receive, send)
+        finally:
+            # Also when the client went away: the cancelled stream must still give its connection back.
+            with anyio.CancelScope(shield=True):
+                await self._body.aclose()
+                await self._close()
+
+    async def _open(self) -> None:
+        try:
+            self._conn = await self._pool.acquire()
+            tx = self._conn.transaction(isolation="repeatable_read", readonly=True)
+            await tx.start()
+            self._tx = tx
+            await self._conn.execute(STREAM_SETTINGS)
+            self._cursor = await self._conn.cursor(self.sql, *self.params)
+            self._first = await self._cursor.fetch(self._chunk_rows)
+        except Exception as exc:
+            # As the request pipeline does with any failure before its answer.
+            translated = translate(exc)
+            if translated.status >= 500 and not isinstance(translated, ServiceUnavailable):
+                log.exception("unhandled_error")
+            else:
+                log.warning("database_error", error=repr(exc))
+            raise translated from exc
+
+    async def _chunks(self) -> AsyncGenerator[bytes, None]:
+        self._started = True
+        rows, self._first = self._first, []
+        prefix = _HEAD
+        try:
+            while rows:
+                encoded = encode(self._render(rows))  # "[{...},{...}]"
+                self.records += len(rows)
+                yield prefix + encoded[1:-1]
+                prefix = b","
+                rows = await self._cursor.fetch(self._chunk_rows) if len(rows) == self._chunk_rows else []
+        except Exception as exc:
+            self._failed = True
+            log.error("stream_failed", records_sent=self.records, error=repr(exc))
+            raise
+        tail = b'],"records":%d,"code":200}' % self.records
+        yield tail if prefix == b"," else _HEAD + tail
+        self._complete = True
+        log.info("streamed", records=self.records)
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if self._started and not (self._complete or self._failed):
+            log.info("stream_abandoned", records_sent=self.records)
+        try:
+            if self._tx is not None:
+                # Read only: ending the snapshot is all there is to do. Bounded, as is the release: this
+                # runs shielded from cancellation and must not keep a request open on a stuck connection.
+                with anyio.move_on_after(_CLOSE_SECONDS):
+                    await self._tx.rollback()
+        except asyncpg.InterfaceError:
+            pass  # the connection broke and the pool has taken it back already
+        except (asyncpg.PostgresError, asyncpg.InternalClientError, OSError) as exc:
+            log.warning("stream_rollback_failed", error=repr(exc))
+        finally:
+            try:
+                # A connection that is broken, or still in its transaction, is reset or replaced by the pool.
+                await self._pool.release(conn, timeout=_CLOSE_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the pool has closed that connection
+                log.warning("stream_release_failed", error=repr(exc))
 
 
 def _jsonable(value: Any) -> Any:

@@ -13,8 +13,11 @@ from typing import Any
 
 import asyncpg
 
+from . import lenient
 from .errors import BadRequest
 from .forms import GET_DATA
+from .posting import ROLE_DEFAULTS
+from .responses import plain
 
 EARLIEST = dt.date(1, 1, 1)
 LATEST = dt.date(9999, 12, 31)
@@ -26,7 +29,7 @@ Runner = Callable[[asyncpg.Connection, int, dict[str, Any]], Awaitable[dict[str,
 class ReportForm:
     get_name: str
     run: Runner = field(repr=False)
-    params: tuple[str, ...] = ("datefrom", "dateto")
+    params: tuple[str, ...] = ("dateFrom", "dateTo")  # as documented; matched case-insensitively
     description: str = ""
     get_aliases: tuple[str, ...] = ()
     kind: str = field(default="report", init=False)
@@ -46,28 +49,51 @@ class ReportForm:
         return self
 
 
+def parse_date(value: Any, name: str) -> dt.date | None:
+    """The date a report parameter names (None when empty), by the gateway's one date rule."""
+    try:
+        return lenient.parse_date(value)
+    except ValueError:
+        raise BadRequest(f"Field '{name}' must be a date yyyy-MM-dd or an ISO date-time, got {value!r}",
+                         field=name) from None
+
+
 def _date(params: dict[str, Any], name: str, default: dt.date) -> dt.date:
-    value = params.get(name.lower())
-    if value in (None, ""):
-        return default
-    if isinstance(value, str):
-        try:
-            return dt.date.fromisoformat(value)
-        except ValueError:
-            pass
-    raise BadRequest(f"Field '{name}' must be a date yyyy-MM-dd, got {value!r}", field=name)
+    parsed = parse_date(params.get(name.lower()), name)
+    return default if parsed is None else parsed
+
+
+def _period(params: dict[str, Any], default_to: dt.date) -> tuple[dt.date | None, dt.date]:
+    start, end = parse_date(params.get("datefrom"), "dateFrom"), _date(params, "dateTo", default_to)
+    if start is not None and start > end:
+        raise BadRequest(f"Field 'dateFrom' ({start}) is after 'dateTo' ({end})", field="dateFrom")
+    return start, end
+
+
+def _code(params: dict[str, Any], what: str) -> str | None:
+    """Fast's `Id`: one record's code, or empty for all."""
+    value = params.get("id")
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # a code sent as a number, as for codes in records
+    if not isinstance(value, str):
+        raise BadRequest(f"Field 'Id' must be {what} (text) or empty", field="Id")
+    return value
 
 
 def _rows(records: list[asyncpg.Record]) -> list[dict[str, Any]]:
-    return [dict(r.items()) for r in records]
+    return [{k: plain(v) for k, v in r.items()} for r in records]
 
 
-async def run(conn: asyncpg.Connection, form: ReportForm, tenant_id: int, body: dict[str, Any]) -> dict[str, Any]:
-    params = {k.lower(): v for k, v in body.items() if k.lower() != "form"}
-    unknown = sorted(set(params) - set(form.params))
+async def run(conn: asyncpg.Connection, form: ReportForm, tenant_id: int,
+              body: dict[str, Any]) -> dict[str, Any]:
+    known = {p.lower() for p in form.params}
+    unknown = sorted(k for k in body if k.lower() != "form" and k.lower() not in known)
     if unknown:
         raise BadRequest(f"Unknown request field '{unknown[0]}' for {form.get_name}; known: "
                          f"{', '.join(form.params)}", field=unknown[0])
+    params = {k.lower(): v for k, v in body.items() if k.lower() != "form"}
     out = await form.run(conn, tenant_id, params)
     out["records"] = len(out["data"])
     return out
@@ -125,34 +151,94 @@ async def account_ledger(conn: asyncpg.Connection, tenant_id: int, params: dict[
         " WHERE tenant_id = $1 AND account_code = $2 AND entry_date < $3", tenant_id, account, start)
     data = _rows(await conn.fetch(ACCOUNT_LEDGER, tenant_id, account, start, end))
     closing = data[-1]["Balance"] if data else opening
-    return {"data": data, "opening": opening, "closing": closing}
+    return {"data": data, "opening": plain(opening), "closing": plain(closing)}
 
 
-STOCK_BALANCE = """
+STOCK = """
 WITH moves AS (
-    SELECT item_code, site_code, sum(qty_in - qty_out) AS quantity
-    FROM stock_move WHERE tenant_id = $1 AND move_date <= $2
+    SELECT item_code, site_code,
+           COALESCE(sum(qty_in - qty_out) FILTER (WHERE move_date < $3), 0) AS opening,
+           COALESCE(sum(qty_in) FILTER (WHERE move_date >= $3), 0) AS qty_in,
+           COALESCE(sum(qty_out) FILTER (WHERE move_date >= $3), 0) AS qty_out,
+           sum(qty_in - qty_out) AS quantity
+    FROM stock_move WHERE tenant_id = $1 AND move_date <= $2{item}
     GROUP BY item_code, site_code
 ),
 cost AS (
     -- Weighted average cost per item of the priced inflows up to the date.
     SELECT item_code, sum(value_in) / NULLIF(sum(qty_in), 0) AS unit_cost
-    FROM stock_move WHERE tenant_id = $1 AND move_date <= $2 AND value_in IS NOT NULL
+    FROM stock_move WHERE tenant_id = $1 AND move_date <= $2 AND value_in IS NOT NULL{item}
     GROUP BY item_code
 )
-SELECT m.item_code AS "ItemCode", i.item_name AS "ItemName", m.site_code AS "SiteCode",
-       m.quantity AS "Quantity", round(c.unit_cost, 4) AS "UnitCost", round(m.quantity * c.unit_cost, 2) AS "Value"
+SELECT m.item_code AS "ItemCode", i.item_name AS "ItemName", i.uom AS "Uom", m.site_code AS "SiteCode",
+       m.opening AS "OpeningQuantity", m.qty_in AS "QuantityIn", m.qty_out AS "QuantityOut",
+       m.quantity AS "Quantity", round(c.unit_cost, 4) AS "UnitCost",
+       round(m.quantity * c.unit_cost, 2) AS "Value"
 FROM moves m
 LEFT JOIN cost c ON c.item_code = m.item_code
 LEFT JOIN item i ON i.tenant_id = $1 AND i.item_code = m.item_code
-WHERE m.quantity <> 0
+WHERE m.quantity <> 0 OR ($4 AND (m.qty_in <> 0 OR m.qty_out <> 0))
 ORDER BY m.item_code, m.site_code
 """
+# Two fixed texts rather than "$5 IS NULL OR item_code = $5", so that a cached generic plan for one item
+# still reads the stock_move_item index.
+STOCK_ALL = STOCK.format(item="")
+STOCK_ITEM = STOCK.format(item=" AND item_code = $5")
+_MOVEMENT = ("OpeningQuantity", "QuantityIn", "QuantityOut")
 
 
-async def stock_balance(conn: asyncpg.Connection, tenant_id: int, params: dict[str, Any]) -> dict[str, Any]:
-    """Quantity on hand by item and site at dateTo, valued at weighted average cost."""
-    return {"data": _rows(await conn.fetch(STOCK_BALANCE, tenant_id, _date(params, "dateTo", LATEST)))}
+def _stock(default_to: Callable[[], dt.date]) -> Runner:
+    async def report(conn: asyncpg.Connection, tenant_id: int, params: dict[str, Any]) -> dict[str, Any]:
+        """On hand by item and site at dateTo, in the item's base unit, at weighted average cost.
+
+        With dateFrom also the quantity before it and what came in and went out from it to dateTo.
+        """
+        start, end = _period(params, default_to())
+        item = _code(params, "an item code")
+        args: list[Any] = [tenant_id, end, start or EARLIEST, start is not None]
+        sql = STOCK_ALL if item is None else STOCK_ITEM
+        data = _rows(await conn.fetch(sql, *args, *([] if item is None else [item])))
+        if start is None:
+            for row in data:
+                for name in _MOVEMENT:
+                    del row[name]
+        return {"data": data}
+
+    return report
+
+
+BALANCE = """
+SELECT g.partner_code AS "CustomerCode", c.customer_name AS "CustomerName",
+       COALESCE(sum(g.debit - g.credit) FILTER (WHERE g.entry_date < $3), 0) AS "Opening",
+       COALESCE(sum(g.debit) FILTER (WHERE g.entry_date >= $3), 0) AS "Debit",
+       COALESCE(sum(g.credit) FILTER (WHERE g.entry_date >= $3), 0) AS "Credit",
+       sum(g.debit - g.credit) AS "Closing"
+FROM gl_entry g
+LEFT JOIN customer c ON c.tenant_id = g.tenant_id AND c.customer_code = g.partner_code
+WHERE g.tenant_id = $1 AND g.account_code = $2 AND g.entry_date <= $4
+  AND g.partner_code IS NOT NULL{partner}
+GROUP BY g.partner_code, c.customer_name
+HAVING sum(g.debit - g.credit) <> 0 OR bool_or(g.entry_date >= $3 AND (g.debit <> 0 OR g.credit <> 0))
+ORDER BY g.partner_code
+"""
+BALANCE_ALL = BALANCE.format(partner="")
+BALANCE_ONE = BALANCE.format(partner=" AND g.partner_code = $5")
+RECEIVABLE_ACCOUNT = "SELECT account_code FROM posting_account WHERE tenant_id = $1 AND role = $2"
+
+
+async def customer_balance(conn: asyncpg.Connection, tenant_id: int,
+                           params: dict[str, Any]) -> dict[str, Any]:
+    """Fast's getBalance: each customer's receivable, from the ledger.
+
+    The balance before dateFrom, the debits and credits from dateFrom to dateTo, the balance at dateTo;
+    debit positive (the customer owes). The account is the tenant's receivable role (131 by default).
+    """
+    start, end = _period(params, dt.date.today())
+    customer = _code(params, "a customer code")
+    account = await conn.fetchval(RECEIVABLE_ACCOUNT, tenant_id, "receivable") or ROLE_DEFAULTS["receivable"]
+    args: list[Any] = [tenant_id, account, start or EARLIEST, end]
+    sql = BALANCE_ALL if customer is None else BALANCE_ONE
+    return {"data": _rows(await conn.fetch(sql, *args, *([] if customer is None else [customer])))}
 
 
 OPEN_ITEMS = """
@@ -237,14 +323,22 @@ async def sales_summary(conn: asyncpg.Connection, tenant_id: int, params: dict[s
 FORMS = [
     ReportForm("getTrialBalance", trial_balance,
                description="By account: opening balance, debits, credits, closing balance (debit positive)."),
-    ReportForm("getAccountLedger", account_ledger, params=("id", "datefrom", "dateto"),
+    ReportForm("getAccountLedger", account_ledger, params=("Id", "dateFrom", "dateTo"),
                description="One account's entries with the running balance."),
-    ReportForm("getStockBalance", stock_balance, params=("dateto",), get_aliases=("getStock",),
+    # Fast's getStock answers "on hand now" by default; getStockBalance, the older report, counts every
+    # posted movement, future-dated ones included, and its callers rely on that.
+    ReportForm("getStock", _stock(dt.date.today), params=("Id", "dateFrom", "dateTo"),
+               description="Fast's stock report: on hand by item and site in the base unit at dateTo (today"
+                           " by default); with dateFrom also opening quantity, quantity in and out."),
+    ReportForm("getStockBalance", _stock(lambda: LATEST), params=("dateTo",),
                description="Stock on hand by item and site at a date, at weighted average cost."),
-    ReportForm("getReceivables", _open_items("setSaleInvoice"), params=("dateto", "include_paid"),
+    ReportForm("getBalance", customer_balance, params=("Id", "dateFrom", "dateTo"),
+               description="Fast's customer balance: receivable opening, debit, credit and closing"
+                           " per customer."),
+    ReportForm("getReceivables", _open_items("setSaleInvoice"), params=("dateTo", "include_paid"),
                description="Open sales invoices by customer with aging buckets."),
-    ReportForm("getPayables", _open_items("setPurchaseInvoice"), params=("dateto", "include_paid"),
+    ReportForm("getPayables", _open_items("setPurchaseInvoice"), params=("dateTo", "include_paid"),
                description="Open purchase invoices by supplier with aging buckets."),
-    ReportForm("getSalesSummary", sales_summary, params=("datefrom", "dateto", "group_by"),
+    ReportForm("getSalesSummary", sales_summary, params=("dateFrom", "dateTo", "group_by"),
                description="Sales net of returns by period, customer or item."),
 ]

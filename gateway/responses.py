@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from typing import Any
 
 import msgspec
 from starlette.responses import Response
 
-from .errors import GatewayError
+from .errors import FAST_CODES, GatewayError
 
 
 def _enc_hook(obj: Any) -> Any:
@@ -17,6 +18,22 @@ def _enc_hook(obj: Any) -> Any:
 
 # Decimals go out as JSON numbers with their exact digits, never through a binary float.
 _encoder = msgspec.json.Encoder(decimal_format="number", enc_hook=_enc_hook)
+
+
+_ONE = Decimal(1)
+
+
+def plain(value: Any) -> Any:
+    """A whole amount written as its digits, other values unchanged.
+
+    asyncpg reads numeric 660000 as Decimal('6.6E+5'): exact, but JSON readers that type amounts as integers
+    (Fast types them Long; .NET's reader into a long) refuse the exponent.
+    """
+    if type(value) is Decimal:
+        exponent = value.as_tuple().exponent
+        if isinstance(exponent, int) and exponent > 0:
+            return value.quantize(_ONE)
+    return value
 
 
 def utc_iso(ts: dt.datetime) -> str:
@@ -47,5 +64,10 @@ def error_body(exc: GatewayError) -> dict[str, Any]:
     return body
 
 
-def error(exc: GatewayError, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(exc), status_code=exc.status, headers=headers)
+def http_status(exc: GatewayError, rest_statuses: bool = False) -> int:
+    """HTTP 200 for Fast's body codes (201, 202, 601), as Fast answers; else the error's REST status."""
+    return exc.status if rest_statuses or exc.code not in FAST_CODES else 200
+
+
+def error(exc: GatewayError, headers: dict[str, str] | None = None, rest_statuses: bool = False) -> JSONResponse:
+    return JSONResponse(error_body(exc), status_code=http_status(exc, rest_statuses), headers=headers)

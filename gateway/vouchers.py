@@ -24,8 +24,9 @@ from .engine import (
     parse_options,
     records_of,
 )
-from .errors import BadRequest, DataStructureError
+from .errors import BadRequest, DataStructureError, summarise
 from .forms import SYNC_VOUCHER, Column, compile_validator, load_schema
+from .lenient import Warnings, compile_reader
 
 # Header fields with a typed column of `voucher` (for checks and GetData filters); the whole document is
 # kept as sent besides.
@@ -81,31 +82,6 @@ class Ref:
         return " or ".join(t for t, _ in self.targets)
 
 
-def _normaliser(schema: dict[str, Any]) -> Any:
-    """A function giving a record the schema's spelling of every field name, nested objects included."""
-    props: dict[str, Any] = schema.get("properties", {})
-    names = {name.lower(): name for name in props}
-    nested = {}
-    for name, prop in props.items():
-        items = prop.get("items") if prop.get("type") == "array" else None
-        if isinstance(items, dict) and items.get("type") == "object":
-            nested[name] = _normaliser(items)
-
-    def normalise(record: Any) -> Any:
-        if not isinstance(record, dict):
-            return record
-        out = {}
-        for key, value in record.items():
-            canonical: str = names.get(key.lower()) or key
-            sub = nested.get(canonical)
-            if sub is not None and isinstance(value, list):
-                value = [sub(v) for v in value]
-            out[canonical] = value
-        return out
-
-    return normalise
-
-
 @dataclass
 class VoucherForm:
     name: str
@@ -118,6 +94,12 @@ class VoucherForm:
     # (header field, line field) pairs: the header total must equal the sum of the lines.
     totals: tuple[tuple[str, str], ...] = ()
     balanced: bool = False  # journal: the lines' Debit and Credit sums are equal
+    # The tax total: (header field, line field or "<list>/<field>"). It may differ from the lines' sum by
+    # half a unit of the currency's last decimal per line (VAT worked out on the invoice total).
+    tax_total: tuple[str, str] | None = None
+    # The grand total: (header field, ((header field, +1 or -1), ...)); it must equal that sum exactly, so
+    # that what the voucher posts balances.
+    grand_total: tuple[str, tuple[tuple[str, int], ...]] | None = None
     # (field, other field) pairs that must differ on every line (a transfer's SiteCode and ToSiteCode).
     distinct_in_line: tuple[tuple[str, str], ...] = ()
     posting: Any = None  # posting.Posting, attached by the registry from forms/postings.py
@@ -131,11 +113,12 @@ class VoucherForm:
     schema: dict[str, Any] = field(default_factory=dict, repr=False)
     validator: Any = field(default=None, repr=False)
     delete_validator: Any = field(default=None, repr=False)
-    normalise: Any = field(default=None, repr=False)
+    reader: Any = field(default=None, repr=False)  # lenient.Reader
     columns: tuple[Column, ...] = field(default=(), repr=False)
     by_field: dict[str, Column] = field(default_factory=dict, repr=False)
     field_map: dict[str, str] = field(default_factory=dict, repr=False)
     line_fields: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
+    has_units: bool = field(default=False, repr=False)  # lines name an item and its unit
     insert_lines: str = field(default="", repr=False)
 
     @property
@@ -168,7 +151,7 @@ class VoucherForm:
             "required": ["VoucherId"],
             "additionalProperties": False,
         })
-        self.normalise = _normaliser(self.schema)
+        self.reader = compile_reader(self.schema)
         header = dict(HEADER_COLUMNS)
         if self.partner:
             header[self.partner] = ("partner_code", "text")
@@ -180,6 +163,7 @@ class VoucherForm:
         self.field_map = {c.field.lower(): c.field for c in self.columns}
         line_props = props[DETAIL]["items"]["properties"]
         self.line_fields = tuple((f, col, t) for f, (col, t) in LINE_COLUMNS.items() if f in line_props)
+        self.has_units = "ItemCode" in line_props and "Uom" in line_props
         self.insert_lines = _insert_lines_sql(self)
         return self
 
@@ -193,6 +177,7 @@ class VoucherBatch:
     errors: list[dict[str, Any]] = field(default_factory=list)
     failed_indexes: set[int] = field(default_factory=set)
     superseded: int = 0
+    warnings: Warnings = field(default_factory=Warnings)
 
     def fail(self, index: int, key: Any, path: str, message: str) -> None:
         self.errors.append({"index": index, "key": key if isinstance(key, str) else None, "path": path,
@@ -204,14 +189,15 @@ def _is_cancel(status: Any) -> bool:
     return status in ("0", 0)
 
 
-def prepare(form: VoucherForm, data: list[Any]) -> VoucherBatch:
+def prepare(form: VoucherForm, data: list[Any], strict: bool = False) -> VoucherBatch:
     batch = VoucherBatch()
+    warnings = None if strict else batch.warnings
     latest: dict[str, int] = {}
     for index, record in enumerate(data):
         if not isinstance(record, dict):
             batch.fail(index, None, "", "Voucher must be a JSON object")
             continue
-        doc = form.normalise(record)
+        doc = form.reader.read(record, index, warnings)
         key = doc.get("VoucherId")
         cancel = _is_cancel(doc.get("Status"))
         validator = form.delete_validator if cancel else form.validator
@@ -283,10 +269,17 @@ async def check(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
                 f' WHERE tenant_id = $1 AND "{column}" = ANY($2::text[]) AND NOT deleted',
                 tenant_id, codes)
             found[ref].update(r["code"] for r in rows)
+    tenant = await conn.fetchrow("SELECT locked_until, base_currency FROM tenant WHERE id = $1", tenant_id)
+    locked_until, base = tenant["locked_until"], tenant["base_currency"]
+    for _, (index, doc) in docs:
+        # Fast's default currency: the tenant's base currency, whose rate is 1.
+        doc.setdefault("Currency", base)
+        if doc["Currency"] == base:
+            doc.setdefault("ExchangeRate", 1)
     currencies = {r["currency_code"]: r["decimal_places"] for r in await conn.fetch(
         "SELECT currency_code, decimal_places FROM currency WHERE tenant_id = $1 AND NOT deleted"
         " AND currency_code = ANY($2::text[])", tenant_id, sorted({d["Currency"] for _, (_, d) in docs}))}
-    locked_until = await conn.fetchval("SELECT locked_until FROM tenant WHERE id = $1", tenant_id)
+    units = await _item_units(conn, form, tenant_id, docs) if form.has_units else {}
 
     for key, (index, doc) in docs:
         for ref in form.references:
@@ -294,18 +287,20 @@ async def check(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
                 if code not in found[ref]:
                     batch.fail(index, key, path,
                                f"{ref.path.split('/')[-1]} '{code}' does not exist in {ref.catalogs}")
+        if "ExchangeRate" not in doc:
+            batch.fail(index, key, "/ExchangeRate",
+                       f"ExchangeRate is required for {doc['Currency']}, which is not the base currency {base}")
+        elif doc["Currency"] == base and Decimal(doc["ExchangeRate"]) != 1:
+            batch.fail(index, key, "/ExchangeRate",
+                       f"ExchangeRate must be 1 for the base currency {base}, got {doc['ExchangeRate']}")
         places = currencies.get(doc["Currency"])
         if places is None:
             batch.fail(index, key, "/Currency", f"Currency '{doc['Currency']}' does not exist in currency")
         else:
-            quantum = Decimal(1).scaleb(-places)
-            for header_field, line_field in form.totals:
-                path = line_field if "/" in line_field else f"{DETAIL}/{line_field}"
-                total = sum((Decimal(v or 0) for _, v in _places(doc, path)), Decimal(0))
-                stated = Decimal(doc.get(header_field) or 0)
-                if total.quantize(quantum, ROUND_HALF_UP) != stated.quantize(quantum, ROUND_HALF_UP):
-                    batch.fail(index, key, f"/{header_field}",
-                               f"{header_field} {stated} is not the sum of the lines' {line_field} ({total})")
+            for path, message in _total_errors(form, doc, Decimal(1).scaleb(-places)):
+                batch.fail(index, key, path, message)
+        for path, message in _unit_errors(doc, units):
+            batch.fail(index, key, path, message)
         voucher_date = dt.date.fromisoformat(doc["VoucherDate"])
         if locked_until is not None and voucher_date <= locked_until:
             batch.fail(index, key, "/VoucherDate", f"VoucherDate {voucher_date} is in the period locked until "
@@ -326,6 +321,80 @@ async def check(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
             index = batch.deletes.pop(vid) if cancel else batch.upserts.pop(vid)[0]
             batch.fail(index, vid, "/Status" if cancel else "/VoucherDate",
                        f"the stored voucher is dated {r['voucher_date']}, in the period locked until {locked_until}")
+
+
+def _sum(doc: dict[str, Any], line_field: str) -> tuple[Decimal, int]:
+    """The sum of a line field ("Amount", or "<list>/<field>"), and how many lines were summed."""
+    values = [v for _, v in _places(doc, line_field if "/" in line_field else f"{DETAIL}/{line_field}")]
+    return sum((Decimal(v or 0) for v in values), Decimal(0)), len(values)
+
+
+def _total_errors(form: VoucherForm, doc: dict[str, Any], quantum: Decimal) -> list[tuple[str, str]]:
+    """Header totals against the lines, under the currency's rounding (`quantum`, e.g. 1 for VND)."""
+    problems = []
+    for header_field, line_field in form.totals:
+        total, _ = _sum(doc, line_field)
+        stated = Decimal(doc.get(header_field) or 0)
+        if total.quantize(quantum, ROUND_HALF_UP) != stated.quantize(quantum, ROUND_HALF_UP):
+            problems.append((f"/{header_field}",
+                             f"{header_field} {stated} is not the sum of the lines' {line_field} ({total})"))
+    if form.tax_total is not None:
+        # VAT worked out on the invoice total differs from the sum of per-line VAT by rounding only: at most
+        # half a unit of the last decimal per line. The header's figure is the one posted.
+        header_field, line_field = form.tax_total
+        total, lines = _sum(doc, line_field)
+        stated = Decimal(doc.get(header_field) or 0)
+        allowance = quantum * lines / 2
+        if abs(stated - total) > allowance:
+            message = (f"{header_field} {stated} differs from the sum of the lines' {line_field} ({total}) by more "
+                       f"than the rounding allowance of {allowance} ({lines} lines x half of {quantum})")
+            problems.append((f"/{header_field}", message))
+    if form.grand_total is not None:
+        header_field, parts = form.grand_total
+        expected = sum((sign * Decimal(doc.get(name) or 0) for name, sign in parts), Decimal(0))
+        stated = Decimal(doc.get(header_field) or 0)
+        if stated != expected:
+            formula = " ".join(("+ " if sign > 0 else "- ") + name for name, sign in parts).lstrip("+ ")
+            problems.append((f"/{header_field}", f"{header_field} {stated} is not {formula} ({expected})"))
+    return problems
+
+
+_ITEM_UNITS = """
+SELECT i.item_code, i.uom, COALESCE(array_agg(c.uom) FILTER (WHERE c.uom IS NOT NULL), '{}') AS units
+FROM item i
+LEFT JOIN unit_conversion c ON c.tenant_id = i.tenant_id AND c.item_code = i.item_code AND NOT c.deleted
+WHERE i.tenant_id = $1 AND i.item_code = ANY($2::text[]) AND NOT i.deleted AND i.stock_tracked = 1
+GROUP BY i.item_code, i.uom
+"""
+
+
+async def _item_units(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int,
+                      docs: list[tuple[str, tuple[int, dict[str, Any]]]]) -> dict[str, tuple[str | None, set[str]]]:
+    """Per stock-tracked item of the batch (the ones that move stock): its base unit and the units it has a
+    conversion for."""
+    codes = sorted({line.get("ItemCode") for _, (_, d) in docs for line in d.get(DETAIL) or ()
+                    if isinstance(line.get("ItemCode"), str)})
+    if not codes:
+        return {}
+    rows = await conn.fetch(_ITEM_UNITS, tenant_id, codes)
+    return {r["item_code"]: (r["uom"], set(r["units"])) for r in rows}
+
+
+def _unit_errors(doc: dict[str, Any], units: dict[str, tuple[str | None, set[str]]]) -> list[tuple[str, str]]:
+    """A line in another unit than its item's base unit needs the item's conversion for that unit: stock
+    moves in base units."""
+    problems = []
+    for i, line in enumerate(doc.get(DETAIL) or ()):
+        known = units.get(line.get("ItemCode"))
+        uom = line.get("Uom")
+        if known is None or not uom:
+            continue  # an unknown item is reported by the reference check; a service moves no stock
+        base, converted = known
+        if base and uom != base and uom not in converted:
+            message = (f"Uom '{uom}' of line {line.get('RefNumber')} has no UnitConversion to item "
+                       f"'{line.get('ItemCode')}''s base unit '{base}'")
+            problems.append((f"/{DETAIL}/{i}/Uom", message))
+    return problems
 
 
 async def _check_allocations(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, batch: VoucherBatch,
@@ -500,7 +569,7 @@ def plan(form: VoucherForm, body: dict[str, Any], max_records: int) -> SyncPlan:
     if options.outcomes:
         raise BadRequest("'outcomes' is not available for vouchers yet")
     data = records_of(body, max_records)
-    return SyncPlan(form, options, data, prepare(form, data))
+    return SyncPlan(form, options, data, prepare(form, data, strict=options.strict))
 
 
 async def apply(conn: asyncpg.Connection, tenant_id: int, work: SyncPlan) -> dict[str, Any]:
@@ -512,13 +581,18 @@ async def apply(conn: asyncpg.Connection, tenant_id: int, work: SyncPlan) -> dic
               "superseded": batch.superseded}
     if batch.errors and (options.mode == "atomic" or failed == len(data)):
         what = "nothing was written" if not options.dry_run else "dry run"
-        raise DataStructureError(f"{failed} of {len(data)} vouchers are invalid; {what}",
-                                 records=0, result=result, errors=batch.errors)
+        extra: dict[str, Any] = {"records": 0, "result": result, "errors": batch.errors}
+        if batch.warnings:
+            extra["warnings"] = batch.warnings.as_list()
+        raise DataStructureError(f"{failed} of {len(data)} vouchers are invalid; {what}: {summarise(batch.errors)}",
+                                 **extra)
     result.update(await write(conn, form, tenant_id, batch, options.dry_run))
     synced = result["inserted"] + result["updated"] + result["unchanged"] + result["deleted"]
     response: dict[str, Any] = {"records": synced, "fkey": "", "result": result}
     if batch.errors:
         response["errors"] = batch.errors
+    if batch.warnings:
+        response["warnings"] = batch.warnings.as_list()
     if options.dry_run:
         response["dry_run"] = True
     return response

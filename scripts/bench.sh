@@ -2,7 +2,12 @@
 # Load benchmark: the gateway against a bare reference pipeline, on a throw-away PostgreSQL (the embedded
 # one in a temporary directory, or a gw_bench_* database on the server named by DATABASE_URL).
 # Arguments go to bench/run.py (e.g. --requests 20); see bench/README.md. Writes bench/out/latest.json.
+# `scripts/bench.sh pull [--rows N]` runs bench/pull.py instead: one GetData pulling a whole catalog.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh bench
+if [ "${1:-}" = "pull" ]; then
+    shift
+    exec .venv/bin/python -m bench.pull "$@"
+fi
 exec .venv/bin/python -m bench.run "$@"

@@ -10,6 +10,8 @@ import asyncpg
 import pytest
 from conftest import Api, assert_envelope
 
+from gateway.query import parse_date
+
 
 def cust(code: str, name: str, **extra: Any) -> dict[str, Any]:
     return {"CustomerCode": code, "CustomerName": name, **extra}
@@ -34,7 +36,8 @@ async def codes(api: Api, **params: Any) -> list[str]:
 
 async def test_get_returns_catalog_spelling_and_fast_envelope(api: Api, people: None) -> None:
     body = assert_envelope(await api.get("getCustomer", Id="", dateFrom="", dateTo=""))
-    assert body["records"] == 5 and body["next_cursor"] is None
+    # Fast's request shape gets every row: no paging field a Fast client would not know.
+    assert body["records"] == 5 and "next_cursor" not in body
     first = body["data"][0]
     assert first["CustomerCode"] == "KH001" and first["CustomerName"] == "Alpha Trading"
     assert first["SuplierYN"] == 1 and first["Status"] == "1"
@@ -104,6 +107,8 @@ async def test_unknown_names_get_400_naming_the_field(api: Api, people: None) ->
         ({"cursor": "garbage"}, "cursor"),
         ({"since": "yesterday"}, "since"),
         ({"dateFrom": "2024-13-01"}, "dateFrom"),
+        ({"dateTo": "2024-03-10T24:00:00"}, "dateTo"),
+        ({"filters": {"CustomerName": {"eq": "x"}}, "dateFrom": "10/03/2024"}, "dateFrom"),
         ({"pageSize": 3}, "pagesize"),
     ]
     for params, name in cases:
@@ -290,3 +295,26 @@ async def test_a_puller_keeping_its_cursor_ends_with_the_stored_state_while_othe
     stored = {r["customer_code"]: r["customer_name"]
               for r in await db.fetch("SELECT customer_code, customer_name FROM customer WHERE NOT deleted")}
     assert replica == stored and stored
+
+
+@pytest.mark.parametrize("text", [
+    "2026-06-10", "2026-06-10T00:00:00", "2026-06-10T00:00:00.000", "2026-06-10T00:00:00Z",
+    "2026-06-10T00:00:00+07:00", "2026-06-10T23:59:59.1234567-05:00", "2026-06-10 08:30",
+    "2026-06-10T08:30+0700",
+])
+def test_parse_date_keeps_the_date_part_as_written(text: str) -> None:
+    assert parse_date(text) == dt.date(2026, 6, 10)
+
+
+@pytest.mark.parametrize("value", [
+    "2024-13-01", "2026-02-30", "20260610", "2026-W24-3", "10/06/2026", "2026-06-10T", "2026-06-10T24:00:00",
+    "2026-06-10T10:60", "2026-06-10T00:00:00+24:00", "2026-06-10x", "\uff12\uff10\uff12\uff16-06-10",
+    20260610,
+])
+def test_parse_date_refuses_anything_else(value: object) -> None:
+    with pytest.raises(ValueError):
+        parse_date(value)
+
+
+def test_parse_date_reads_no_value_as_no_date() -> None:
+    assert parse_date(None) is None and parse_date("") is None

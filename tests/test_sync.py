@@ -109,7 +109,7 @@ async def test_atomic_mode_reports_every_error_and_writes_nothing(api: Api, db: 
         cust("KH001", "Alpha changed"),
     ])
     body = assert_envelope(resp)
-    assert resp.status_code == 422 and body["code"] == 601 and body["records"] == 0
+    assert resp.status_code == 200 and body["code"] == 601 and body["records"] == 0
     assert body["result"]["failed"] == 3 and body["result"]["inserted"] == 0
     by_index = {e["index"]: e for e in body["errors"]}
     assert set(by_index) == {1, 2, 3}
@@ -166,30 +166,38 @@ BAD_BODIES: list[tuple[str, bytes, int, int]] = [
     ("not an object", b'[{"form": "setCustomer"}]', 400, 400),
     ("no form", b'{"data": [{"CustomerCode": "A", "CustomerName": "a"}]}', 400, 400),
     ("form not a string", b'{"form": 3, "data": []}', 400, 400),
-    ("unknown form", b'{"form": "setNothing", "data": [{"a": 1}]}', 404, 201),
+    ("unknown form", b'{"form": "setNothing", "data": [{"a": 1}]}', 200, 201),
     ("get form on SyncData", b'{"form": "getCustomer", "data": [{"a": 1}]}', 400, 400),
-    ("empty data", b'{"form": "setCustomer", "data": []}', 400, 202),
-    ("missing data", b'{"form": "setCustomer"}', 400, 202),
+    ("empty data", b'{"form": "setCustomer", "data": []}', 200, 202),
+    ("missing data", b'{"form": "setCustomer"}', 200, 202),
     ("data not a list", b'{"form": "setCustomer", "data": {"CustomerCode": "A"}}', 400, 400),
     ("bad mode", b'{"form": "setCustomer", "mode": "best", "data": [{"CustomerCode": "A", "CustomerName": "a"}]}',
      400, 400),
     ("bad dry_run", b'{"form": "setCustomer", "dry_run": "yes", "data": [{"CustomerCode": "A", "CustomerName": "a"}]}',
      400, 400),
-    ("record not an object", b'{"form": "setCustomer", "data": ["KH001"]}', 422, 601),
-    ("unknown field", b'{"form": "setCustomer", "data": [{"CustomerCode": "A", "CustomerName": "a", "Colour": "red"}]}',
-     422, 601),
-    ("wrong type", b'{"form": "setCustomer", "data": [{"CustomerCode": 12, "CustomerName": "a"}]}', 422, 601),
-    ("missing required", b'{"form": "setCustomer", "data": [{"CustomerName": "a"}]}', 422, 601),
+    ("record not an object", b'{"form": "setCustomer", "data": ["KH001"]}', 200, 601),
+    ("unknown field, strict", (b'{"form": "setCustomer", "strict": true,'
+     b' "data": [{"CustomerCode": "A", "CustomerName": "a", "Colour": "red"}]}'), 200, 601),
+    ("wrong type", b'{"form": "setCustomer", "data": [{"CustomerCode": true, "CustomerName": "a"}]}', 200, 601),
+    ("number not a number", (b'{"form": "setItem", "data": [{"ItemCode": "A", "ItemName": "a", "ItemType": "HH",'
+     b' "Price": "12,5"}]}'), 200, 601),
+    ("date not a date", b'{"form": "setJob", "data": [{"JobCode": "A", "JobName": "a", "FromDate": "10/06/2026"}]}',
+     200, 601),
+    ("flag not a flag", (b'{"form": "setCustomer", "data": [{"CustomerCode": "A", "CustomerName": "a",'
+     b' "SuplierYN": "yes"}]}'), 200, 601),
+    ("null for a required field", b'{"form": "setCustomer", "data": [{"CustomerCode": "A", "CustomerName": null}]}',
+     200, 601),
+    ("missing required", b'{"form": "setCustomer", "data": [{"CustomerName": "a"}]}', 200, 601),
     ("over-long string", b'{"form": "setCustomer", "data": [{"CustomerCode": "' + b"A" * 33 + b'", "CustomerName": "a"}]}',
-     422, 601),
-    ("empty key", b'{"form": "setCustomer", "data": [{"CustomerCode": "", "CustomerName": "a"}]}', 422, 601),
+     200, 601),
+    ("empty key", b'{"form": "setCustomer", "data": [{"CustomerCode": "", "CustomerName": "a"}]}', 200, 601),
     ("bad enum", b'{"form": "setCustomer", "data": [{"CustomerCode": "A", "CustomerName": "a", "Status": "7"}]}',
-     422, 601),
-    ("bad action", b'{"form": "setCustomer", "data": [{"CustomerCode": "A", "action": "purge"}]}', 422, 601),
-    ("delete with unknown field", (b'{"form": "setCustomer", "data": [{"CustomerCode": "A", "Colour": "x",'
-     b' "action": "delete"}]}'), 422, 601),
+     200, 601),
+    ("bad action", b'{"form": "setCustomer", "data": [{"CustomerCode": "A", "action": "purge"}]}', 200, 601),
+    ("delete with unknown field, strict", (b'{"form": "setCustomer", "strict": true, "data": [{"CustomerCode": "A",'
+     b' "Colour": "x", "action": "delete"}]}'), 200, 601),
     ("delete without key", b'{"form": "setCustomer", "data": [{"CustomerName": "A", "action": "delete"}]}',
-     422, 601),
+     200, 601),
     ("unknown option", b'{"form": "setCustomer", "dryrun": true, "data": [{"CustomerCode": "A", "CustomerName": "a"}]}',
      400, 400),
 ]
@@ -303,9 +311,13 @@ async def test_end_date_before_start_date_is_a_601(api: Api, db: asyncpg.Connect
 async def test_delete_may_carry_the_whole_record(api: Api, db: asyncpg.Connection, seeded: Any) -> None:
     resp = await api.sync("setCustomer", [cust("KH001", "Alpha", Email="a@b.c", action="delete")])
     assert assert_envelope(resp)["result"]["deleted"] == 1
-    resp = await api.sync("setCustomer", [cust("KH002", "Beta", Colour="red", action="delete")])
+    # An unknown field is ignored with a warning; a strict request refuses it.
+    resp = await api.sync("setCustomer", [cust("KH002", "Beta", Colour="red", action="delete")], strict=True)
     body = assert_envelope(resp)
     assert body["code"] == 601 and "Colour" in body["errors"][0]["message"]
+    resp = await api.sync("setCustomer", [cust("KH002", "Beta", Colour="red", action="delete")])
+    body = assert_envelope(resp)
+    assert body["result"]["deleted"] == 1 and body["warnings"][0]["path"] == "/Colour"
 
 
 async def test_composite_key_id_as_list_reaches_parts_holding_the_separator(api: Api) -> None:
