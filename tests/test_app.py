@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import httpx
+import pytest
 from conftest import assert_envelope
+
+from gateway.app import create_app
+from gateway.config import ConfigError, Settings
 
 
 async def test_healthz_and_readyz(client: httpx.AsyncClient) -> None:
@@ -47,3 +52,27 @@ async def test_database_failure_mid_request_is_a_canonical_503(app: Any, client:
     resp = await client.post("/api/GetData", json={"form": "getCustomer"}, headers={"Authorization": token})
     body = assert_envelope(resp)
     assert resp.status_code == 503 and body["code"] == 503
+
+
+async def test_rest_statuses_setting_maps_fasts_codes_to_404_400_422(settings: Settings, registry: Any,
+                                                                     token: str) -> None:
+    app = create_app(dataclasses.replace(settings, rest_statuses=True), registry)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
+        headers = {"Authorization": token}
+        for body, status, code in (
+                ({"form": "setNothing", "data": [{}]}, 404, 201),
+                ({"form": "setCustomer", "data": []}, 400, 202),
+                ({"form": "setCustomer", "data": [{"CustomerCode": "K1"}]}, 422, 601),
+                ({"form": "setCustomer", "data": [{"CustomerCode": "K1", "CustomerName": "n"}]}, 200, 200)):
+            resp = await c.post("/api/SyncData", json=body, headers=headers)
+            assert (resp.status_code, resp.json()["code"]) == (status, code), resp.text
+        assert (await c.post("/api/SyncData", json={})).status_code == 401  # 401 either way
+
+
+def test_rest_statuses_is_read_from_the_environment() -> None:
+    assert Settings.from_env({"GATEWAY_REST_STATUSES": "true"}).rest_statuses is True
+    assert Settings.from_env({"GATEWAY_REST_STATUSES": "0"}).rest_statuses is False
+    assert Settings.from_env({}).rest_statuses is False
+    with pytest.raises(ConfigError, match="GATEWAY_REST_STATUSES"):
+        Settings.from_env({"GATEWAY_REST_STATUSES": "sometimes"})

@@ -239,3 +239,47 @@ async def test_values_outside_the_contract_are_a_601_naming_the_field(
         assert [e["path"] for e in body["errors"]] == [path], (form_name, record, body["errors"])
         form, _ = REGISTRY.resolve(SYNC_DATA, form_name)
         assert await db.fetchval(f'SELECT count(*) FROM "{form.table}"') == 0, (form_name, record)
+
+
+# --- one type for one meaning, in every form ----------------------------------------------------------------
+
+def _all_properties() -> list[tuple[str, str, dict[str, Any]]]:
+    """(form, path, property) for every field of every synced form, lines and sub-tables included."""
+    out = []
+
+    def walk(form_name: str, prefix: str, props: dict[str, Any]) -> None:
+        for name, prop in props.items():
+            out.append((form_name, prefix + name, prop))
+            items = prop.get("items")
+            if isinstance(items, dict) and "properties" in items:
+                walk(form_name, f"{prefix}{name}/*/", items["properties"])
+
+    for form in REGISTRY.forms:
+        if getattr(form, "schema", None):
+            walk(form.name, "", form.schema["properties"])
+    return out
+
+
+def _types(prop: dict[str, Any]) -> set[str]:
+    types = prop.get("type", [])
+    return {types} if isinstance(types, str) else set(types)
+
+
+def test_one_meaning_has_one_type_in_every_form() -> None:
+    seen = _all_properties()
+    assert len({f for f, _, _ in seen}) >= 25, "every synced form is walked"
+    for form_name, path, prop in seen:
+        name = path.rsplit("/", 1)[-1]
+        where = f"{form_name} {path}"
+        if name in ("TaxRate", "ExchangeRate", "Coefficient") or name.startswith("Total") or name in (
+                "Amount", "Quantity", "UnitPrice", "Discount", "TaxAmount", "Debit", "Credit", "Price"):
+            assert "number" in _types(prop), where  # rates, amounts and quantities: numbers, never text
+        if name.endswith("YN") or name in ("StockTracked", "Promotion"):
+            assert prop.get("enum") == [0, 1], where  # 0/1 flags
+        if name == "Status":
+            assert prop.get("enum") == ["1", "0", 1, 0], where
+        if name.endswith("Date"):
+            assert prop.get("format") == "date", where
+    # The VAT rate means the same on a sales line and on a purchase invoice's VAT line.
+    rates = {path: prop for f, path, prop in seen if path.endswith("TaxRate") and f != "setTaxCode"}
+    assert len({repr(sorted(p.items())) for p in rates.values()}) == 1, rates

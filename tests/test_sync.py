@@ -130,7 +130,7 @@ async def test_partial_mode_writes_valid_records_and_reports_bad_record_index(
     assert codes == {"KH001", "KH002", "KH010", "KH012"}
 
 
-async def test_partial_mode_with_no_valid_record_is_422(api: Api, db: asyncpg.Connection, seeded: Any) -> None:
+async def test_partial_mode_with_no_valid_record_is_601(api: Api, db: asyncpg.Connection, seeded: Any) -> None:
     resp = await api.sync("setCustomer", [{"CustomerCode": "X"}], mode="partial")
     assert assert_envelope(resp)["code"] == 601
     assert await snapshot(db) == seeded
