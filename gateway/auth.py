@@ -25,6 +25,20 @@ _hasher = PasswordHasher()  # argon2id with the library's current recommended pa
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
 
 
+def use_password_hasher(hasher: PasswordHasher) -> PasswordHasher:
+    """Hash new passwords with `hasher` from now on; return the one it replaces.
+
+    The test suite installs cheap parameters with it. Stored hashes carry their own parameters, so they
+    verify whichever hasher is installed; the dummy hash is remade so that an unknown user still costs as
+    much as a wrong password under the new parameters.
+    """
+    global _hasher, _DUMMY_HASH
+    previous = _hasher
+    _hasher = hasher
+    _DUMMY_HASH = hasher.hash("not-a-real-password")
+    return previous
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 

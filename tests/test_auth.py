@@ -5,12 +5,11 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import statistics
-import time
 
 import asyncpg
 import httpx
 import jwt
+from argon2 import PasswordHasher
 from conftest import PASSWORD, add_user, assert_envelope, login
 
 from gateway import auth
@@ -62,20 +61,62 @@ async def test_unknown_user_wrong_password_and_disabled_user_get_the_same_401(
         assert resp.json() == INVALID
 
 
-async def test_unknown_user_costs_as_much_as_a_wrong_password(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
-    # Both paths verify one argon2 hash; an unknown user must not answer measurably faster (user probing).
-    await add_user(db, "alice")
+class RecordingHasher(PasswordHasher):
+    """The production parameters, remembering every hash it is asked to verify."""
 
-    async def median(username: str) -> float:
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            await client.post("/api/getToken", json={"username": username, "password": "wrong"})
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
+    def __init__(self) -> None:
+        super().__init__()
+        self.verified: list[str] = []
 
-    known, unknown = await median("alice"), await median("nobody")
-    assert unknown > known * 0.5, (known, unknown)
+    def verify(self, hash: str | bytes, password: str | bytes) -> bool:
+        self.verified.append(hash if isinstance(hash, str) else hash.decode())
+        return super().verify(hash, password)
+
+
+async def test_unknown_user_costs_as_much_as_a_wrong_password(client: httpx.AsyncClient,
+                                                              db: asyncpg.Connection) -> None:
+    # An unknown user must not answer measurably faster (user probing): both paths verify exactly one argon2
+    # hash, made with the same parameters (the production ones here), so both cost one hash's work. Shown by
+    # what is verified rather than by timing, which a busy machine makes unreliable.
+    hasher = RecordingHasher()
+    previous = auth.use_password_hasher(hasher)
+    try:
+        await add_user(db, "alice", password="alice's own password")  # hashed now, with `hasher`
+        answers = []
+        for username in ("alice", "nobody"):
+            resp = await client.post("/api/getToken", json={"username": username, "password": "wrong"})
+            answers.append((resp.status_code, resp.json()))
+    finally:
+        auth.use_password_hasher(previous)
+    assert answers[0] == answers[1] == (401, INVALID)
+    assert len(hasher.verified) == 2 and hasher.verified[0] != hasher.verified[1]
+    production = f"m={hasher.memory_cost},t={hasher.time_cost},p={hasher.parallelism}"
+    # $argon2id$v=19$m=...,t=...,p=...$salt$hash: the same work for a known user and for an unknown one.
+    assert [h.split("$")[3] for h in hasher.verified] == [production, production], hasher.verified
+
+
+def test_the_dummy_hash_has_the_parameters_of_the_hasher_in_use() -> None:
+    # Otherwise an unknown user would cost what the old parameters cost, not what a wrong password costs.
+    # Two sets of parameters, cheap enough to hash with here; the test above uses the production ones.
+    lighter = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    heavier = PasswordHasher(time_cost=2, memory_cost=1024, parallelism=2)
+
+    def params(h: PasswordHasher) -> str:
+        return f"m={h.memory_cost},t={h.time_cost},p={h.parallelism}"
+
+    previous = auth.use_password_hasher(heavier)
+    try:
+        assert auth.hash_password("p").split("$")[3] == auth._DUMMY_HASH.split("$")[3] == params(heavier)
+        auth.use_password_hasher(lighter)
+        assert auth.hash_password("p").split("$")[3] == auth._DUMMY_HASH.split("$")[3] == params(lighter)
+        # A hash made under other parameters still verifies: each hash carries its own.
+        made_lighter = auth.hash_password("secret password")
+        auth.use_password_hasher(heavier)
+        assert auth.verify_password(made_lighter, "secret password")
+        assert not auth.verify_password(made_lighter, "wrong password")
+        assert not auth.verify_password(None, "not-a-real-password")
+    finally:
+        auth.use_password_hasher(previous)
 
 
 async def test_get_token_bad_bodies_are_400(client: httpx.AsyncClient) -> None:
