@@ -7,7 +7,6 @@ user in the database -> write or query -> respond.
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +17,7 @@ import asyncpg
 import msgspec
 import structlog
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -34,11 +34,10 @@ from .errors import (
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
-    translate,
 )
 from .forms import GET_DATA, SYNC_DATA, SYNC_VOUCHER, Registry, build_registry
 from .logging import configure_logging
-from .responses import error, success, utc_iso
+from .responses import render_error, success, utc_iso
 
 log = structlog.get_logger("gateway")
 
@@ -106,7 +105,7 @@ async def get_token(request: Request) -> Response:
     return success("Success", token={"accesstoken": issued.token, "expires": utc_iso(issued.expires)})
 
 
-def _endpoint_handler(endpoint: str):
+def _endpoint_handler(endpoint: str) -> Callable[[Request], Awaitable[Response]]:
     async def handler(request: Request) -> Response:
         gw: Gateway = request.app.state.gateway
         pool = gw.require_pool()
@@ -146,9 +145,10 @@ def _endpoint_handler(endpoint: str):
                                 headers={"Idempotent-Replayed": "true"})
             try:
                 response = _synced(await sync.apply(conn, principal.tenant_id, work))
-            except GatewayError as exc:
-                log.info("request_rejected", status=exc.status, code=exc.code, error=exc.message)
-                response = error(exc, rest_statuses=gw.settings.rest_statuses)
+            except Exception as exc:  # noqa: BLE001 - every failure is answered, through the same table
+                # Rendered here rather than by ErrorEnvelope so that the answer can be stored for a retry to
+                # replay; finish() keeps only final answers (a 601, say) and releases the key after a 409/5xx.
+                response = render_error(exc, rest_statuses=gw.settings.rest_statuses)
             except BaseException:
                 with contextlib.suppress(Exception):
                     await idempotency.release(conn, principal.tenant_id, key)
@@ -179,44 +179,53 @@ async def readyz(request: Request) -> Response:
     return success("OK", status="ready")
 
 
-# --- errors: expected ones and crashes in separate lanes, both in the canonical envelope ---------
+# --- errors: one table (errors.TRANSLATIONS), one renderer (responses.render_error), two ways in ---------
 
-async def on_gateway_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, GatewayError)
-    if exc.status >= 500:
-        log.error("request_failed", status=exc.status, code=exc.code, error=exc.message)
-    else:
-        log.info("request_rejected", status=exc.status, code=exc.code, error=exc.message)
-    return error(exc, rest_statuses=request.app.state.gateway.settings.rest_statuses)
+class ErrorEnvelope:
+    """Whatever a route raises, until its answer starts, is answered through responses.render_error.
 
+    A middleware rather than a Starlette exception handler: Starlette hands a handler for Exception to its
+    outermost middleware, which answers and then raises again, so that every crash would also reach the
+    server (and the tests' client) as an exception. Here a crash is answered once, like any other error.
+    This also covers a response that fails before its first byte (a streamed pull opening its cursor).
+    """
 
-async def on_http_exception(request: Request, exc: Exception) -> Response:
-    status = getattr(exc, "status_code", 500)
-    if status == 405:
-        return error(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"))
-    if status == 404:
-        return error(NotFound(f"No such endpoint: {request.url.path}"))
-    return error(GatewayError())
+    def __init__(self, app: ASGIApp, rest_statuses: bool = False) -> None:
+        self.app = app
+        self.rest_statuses = rest_statuses
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
 
-def pipeline(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    """Expected errors pass through; anything else is logged with its trace and becomes a canonical 5xx."""
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
 
-    @functools.wraps(handler)
-    async def run(request: Request) -> Response:
         try:
-            return await handler(request)
-        except GatewayError:
-            raise
+            await self.app(scope, receive, watch)
         except Exception as exc:
-            translated = translate(exc)
-            if translated.status >= 500 and not isinstance(translated, ServiceUnavailable):
-                log.exception("unhandled_error")
-            else:
-                log.warning("database_error", error=repr(exc))
-            raise translated from exc
+            if started:
+                raise  # too late for an envelope: the connection is cut, so a client sees a broken body
+            await render_error(exc, self.rest_statuses)(scope, receive, send)
 
-    return run
+
+async def on_routing_error(request: Request, exc: Exception) -> Response:
+    """Starlette's router raises these itself (no such path, wrong method) and catches them itself too."""
+    status = getattr(exc, "status_code", 500)
+    answer: GatewayError
+    if status == 405:
+        answer = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+    elif status == 404:
+        answer = NotFound(f"No such endpoint: {request.url.path}")
+    else:
+        answer = GatewayError()
+    response = render_error(answer, rest_statuses=request.app.state.gateway.settings.rest_statuses)
+    response.headers.update(getattr(exc, "headers", None) or {})  # a 405 names the allowed methods (Allow)
+    return response
 
 
 class RequestContext:
@@ -289,24 +298,17 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             gateway.pool = None
 
     routes = [
-        Route("/api/getToken", pipeline(get_token), methods=["POST"]),
-        Route("/api/SyncData", pipeline(_endpoint_handler(SYNC_DATA)), methods=["POST"]),
-        Route("/api/SyncVoucher", pipeline(_endpoint_handler(SYNC_VOUCHER)), methods=["POST"]),
-        Route("/api/GetData", pipeline(_endpoint_handler(GET_DATA)), methods=["POST"]),
-        Route("/healthz", pipeline(healthz), methods=["GET"]),
-        Route("/readyz", pipeline(readyz), methods=["GET"]),
+        Route("/api/getToken", get_token, methods=["POST"]),
+        Route("/api/SyncData", _endpoint_handler(SYNC_DATA), methods=["POST"]),
+        Route("/api/SyncVoucher", _endpoint_handler(SYNC_VOUCHER), methods=["POST"]),
+        Route("/api/GetData", _endpoint_handler(GET_DATA), methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
     ]
-    from starlette.exceptions import HTTPException
-
-    app = Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        exception_handlers={
-            GatewayError: on_gateway_error,
-            HTTPException: on_http_exception,
-        },
-    )
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: on_routing_error})
     app.state.gateway = gateway
+    # Added first, so innermost: RequestContext, outermost, then logs the status of the rendered error.
+    app.add_middleware(ErrorEnvelope, rest_statuses=settings.rest_statuses)
     app.add_middleware(CanonicalPath, paths=[route.path for route in routes])
     app.add_middleware(RequestContext)
     return app

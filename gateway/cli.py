@@ -90,7 +90,9 @@ async def ensure_demo(conn: asyncpg.Connection, registry: Registry | None = None
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     from . import server
+    from .logging import configure_logging
 
+    configure_logging(settings.log_level)  # so that migrations applied at start are logged, as JSON
     url = database_url(settings)  # starts the embedded server when DATABASE_URL is unset; it lives with us
 
     async def run() -> tuple[str, str] | None:
@@ -102,6 +104,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
             await conn.close()
 
     demo = asyncio.run(run())
+    # The operator's lines (the demo password, "Serving on") are plain text, not log records: they are read
+    # by a person starting the gateway, while the JSON log lines are for machines.
     if demo:
         print(f"Created tenant 'demo' with admin user '{demo[0]}', password '{demo[1]}' (shown only once).",
               flush=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -14,8 +13,9 @@ import asyncpg
 import msgspec
 
 from .config import SQL_DIR, Settings
+from .logging import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger()
 
 MIGRATIONS_DIR = SQL_DIR / "migrations"
 # Any constant works: it only has to be the same for every process migrating this database.
@@ -83,7 +83,7 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
                     "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, path.name
                 )
             applied_now.append(path.name)
-            log.info("applied migration %s", path.name)
+            log.info("migration_applied", migration=path.name)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
     return applied_now
@@ -103,6 +103,13 @@ class GatewayConnection(asyncpg.Connection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.staged: set[str] = set()
+
+    def get_reset_query(self) -> str:
+        # The pool sends this when a connection comes back (RESET ALL, CLOSE ALL, UNLISTEN, advisory unlock):
+        # a round trip per request, for state the gateway never leaves behind. It sets nothing for the session
+        # (only SET LOCAL, inside transactions), listens to nothing and takes no advisory lock on pooled
+        # connections; an open transaction is still rolled back by the pool whatever this returns.
+        return ""
 
 
 async def ensure_stage(conn: Any, name: str, ddl: str) -> None:
@@ -151,22 +158,25 @@ RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.Serial
 MAX_ATTEMPTS = 5
 
 
-async def in_transaction(conn: asyncpg.Connection, work: Callable[[], Awaitable[T]], *, dry_run: bool = False) -> T:
+async def in_transaction(conn: asyncpg.Connection, work: Callable[[], Awaitable[T]], *, dry_run: bool = False,
+                         one_statement: bool = False) -> T:
     """Run `work` in one transaction, committed, or rolled back for a dry run.
 
     A transaction aborted to break a deadlock is run again, up to MAX_ATTEMPTS times, so `work` must start
-    from scratch each time it is called.
+    from scratch each time it is called. Work of `one_statement` is a transaction by itself: it runs without
+    BEGIN and COMMIT, two round trips less (a dry run still needs them, to roll back).
     """
+    bare = one_statement and not dry_run
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        tx = conn.transaction()
+        tx = _NoTransaction() if bare else conn.transaction()
         await tx.start()
         try:
             result = await work()
-        except RETRYABLE:
+        except RETRYABLE as exc:
             await tx.rollback()
             if attempt == MAX_ATTEMPTS:
                 raise
-            log.warning("transaction_retry attempt=%s", attempt)
+            log.warning("transaction_retry", attempt=attempt, error=type(exc).__name__)
             await asyncio.sleep(0.01 * attempt)
             continue
         except BaseException:
@@ -178,3 +188,16 @@ async def in_transaction(conn: asyncpg.Connection, work: Callable[[], Awaitable[
             await tx.commit()
         return result
     raise AssertionError("unreachable")
+
+
+class _NoTransaction:
+    """What in_transaction does around a single statement, which PostgreSQL runs as a transaction of its own."""
+
+    async def start(self) -> None:
+        pass
+
+    async def commit(self) -> None:
+        pass
+
+    async def rollback(self) -> None:
+        pass

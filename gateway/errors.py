@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
+
+import asyncpg
 
 
 class GatewayError(Exception):
@@ -72,23 +76,44 @@ class ServiceUnavailable(GatewayError):
     status, code, message = 503, 503, "Database unavailable"
 
 
-def translate(exc: BaseException) -> GatewayError:
-    """The one place where database and connection failures become domain errors."""
-    import asyncio
+def _unavailable(exc: BaseException) -> GatewayError:
+    return ServiceUnavailable("Database unavailable or busy; retry later")
 
-    import asyncpg
 
-    if isinstance(exc, GatewayError):
-        return exc
-    if isinstance(exc, (asyncpg.exceptions.PostgresConnectionError, asyncpg.exceptions.InterfaceError,
-                        asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.TooManyConnectionsError,
-                        asyncpg.exceptions.QueryCanceledError, ConnectionError, asyncio.TimeoutError)):
-        return ServiceUnavailable("Database unavailable or busy; retry later")
-    if isinstance(exc, (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)):
-        return Conflict("The request collided with concurrent writes; retry it")
-    if isinstance(exc, asyncpg.exceptions.IntegrityConstraintViolationError):
-        return Conflict(f"The data conflicts with stored data: {exc.__class__.__name__}")
-    return GatewayError("Internal server error")
+def _collided(exc: BaseException) -> GatewayError:
+    return Conflict("The request collided with concurrent writes; retry it")
+
+
+def _conflicting(exc: BaseException) -> GatewayError:
+    return Conflict(f"The data conflicts with stored data: {exc.__class__.__name__}")
+
+
+# The failures a request may meet without the gateway being wrong, each turned into the error it answers.
+# Looked up along the exception's class hierarchy, so a subclass (ConnectionDoesNotExistError under
+# PostgresConnectionError) takes its nearest registered base. Whatever is not here is a crash.
+TRANSLATIONS: dict[type[BaseException], Callable[[Any], GatewayError]] = {
+    GatewayError: lambda exc: exc,
+    asyncpg.exceptions.PostgresConnectionError: _unavailable,
+    asyncpg.exceptions.InterfaceError: _unavailable,
+    asyncpg.exceptions.CannotConnectNowError: _unavailable,
+    asyncpg.exceptions.TooManyConnectionsError: _unavailable,
+    asyncpg.exceptions.QueryCanceledError: _unavailable,  # statement_timeout: the database is too busy
+    ConnectionError: _unavailable,
+    asyncio.TimeoutError: _unavailable,
+    # Retried by db.in_transaction already; one that still fails asks the client to retry later.
+    asyncpg.exceptions.DeadlockDetectedError: _collided,
+    asyncpg.exceptions.SerializationError: _collided,
+    asyncpg.exceptions.IntegrityConstraintViolationError: _conflicting,
+}
+
+
+def translate(exc: BaseException) -> GatewayError | None:
+    """The domain error an expected failure answers, or None for a crash (a fault of the gateway's own)."""
+    for cls in type(exc).__mro__:
+        translation = TRANSLATIONS.get(cls)
+        if translation is not None:
+            return translation(exc)
+    return None
 
 
 def summarise(errors: list[dict[str, Any]], shown: int = 3, max_message: int = 160) -> str:

@@ -1,4 +1,8 @@
-"""Structured JSON logs on stdout, one object per line, request context merged in."""
+"""Structured JSON logs on stdout, one object per line, request context merged in.
+
+The standard library's records (uvicorn's errors, asyncpg's warnings) go through the same processors and
+renderer as structlog's own, so every line a process logs is one JSON object.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,11 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from structlog.typing import Processor
+
+# Marks the handler configure_logging installs, so that configuring again replaces it and leaves alone the
+# handlers others installed (pytest's log capture, say).
+_HANDLER_NAME = "gateway-json"
 
 
 def _add_pid(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -16,22 +25,67 @@ def _add_pid(logger: Any, method: str, event: MutableMapping[str, Any]) -> Mutab
     return event
 
 
-def configure_logging(level: str = "INFO") -> None:
-    numeric = logging.getLevelName(level.upper())
-    if not isinstance(numeric, int):
-        numeric = logging.INFO
-    logging.basicConfig(format="%(message)s", stream=sys.stdout, level=numeric)
+class _Stdout:
+    """sys.stdout as it is at each write, not as it was when logging was configured: loggers are cached on
+    first use, and tests (capsys) and tools replace sys.stdout later."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+_STDOUT = _Stdout()
+_SHARED: list[Processor] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.add_log_level,
+    _add_pid,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
+_RENDER: list[Processor] = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+
+
+def get_logger() -> Any:
+    """The gateway's logger, for modules that may log before a server configures logging (the supervisor,
+    migrations): importing this module sets the default they then log with."""
+    return structlog.get_logger("gateway")
+
+
+def _level(name: str) -> int:
+    numeric = logging.getLevelName(name.upper())
+    return numeric if isinstance(numeric, int) else logging.INFO
+
+
+def _configure_structlog(level: int, cache: bool) -> None:
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            _add_pid,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        processors=[*_SHARED, *_RENDER],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
         # One write() per line: several workers share stdout, and lines must not interleave.
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.WriteLoggerFactory(file=_STDOUT),  # type: ignore[arg-type]
+        cache_logger_on_first_use=cache,
     )
+
+
+def configure_logging(level: str = "INFO") -> None:
+    numeric = _level(level)
+    _configure_structlog(numeric, cache=True)
+    handler = logging.StreamHandler(_STDOUT)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*_SHARED, structlog.stdlib.add_logger_name],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *_RENDER],
+    ))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+
+
+# Until a process configures logging for serving, it logs warnings and errors only, still as JSON: the
+# administrative commands print their results for people, and info lines would come between them. Loggers
+# are not cached under this default, so that one used early still follows configure_logging later. Only
+# structlog is set here; the standard library's root logger is a process's own business until it serves.
+if not structlog.is_configured():
+    _configure_structlog(logging.WARNING, cache=False)

@@ -30,7 +30,7 @@ import structlog
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from .errors import BadRequest, ServiceUnavailable, translate
+from .errors import BadRequest
 from .forms import ORDERED_TYPES, TEXT_TYPES, Column, MasterForm
 from .lenient import parse_date
 from .responses import encode, plain
@@ -475,22 +475,15 @@ class StreamedPull(StreamingResponse):
                 await self._close()
 
     async def _open(self) -> None:
-        try:
-            self._conn = await self._pool.acquire()
-            tx = self._conn.transaction(isolation="repeatable_read", readonly=True)
-            await tx.start()
-            self._tx = tx
-            await self._conn.execute(STREAM_SETTINGS)
-            self._cursor = await self._conn.cursor(self.sql, *self.params)
-            self._first = await self._cursor.fetch(self._chunk_rows)
-        except Exception as exc:
-            # As the request pipeline does with any failure before its answer.
-            translated = translate(exc)
-            if translated.status >= 500 and not isinstance(translated, ServiceUnavailable):
-                log.exception("unhandled_error")
-            else:
-                log.warning("database_error", error=repr(exc))
-            raise translated from exc
+        # A failure here, before the status line, propagates to app.ErrorEnvelope, which answers it in the
+        # envelope as it would any failure of the handler.
+        self._conn = await self._pool.acquire()
+        tx = self._conn.transaction(isolation="repeatable_read", readonly=True)
+        await tx.start()
+        self._tx = tx
+        await self._conn.execute(STREAM_SETTINGS)
+        self._cursor = await self._conn.cursor(self.sql, *self.params)
+        self._first = await self._cursor.fetch(self._chunk_rows)
 
     async def _chunks(self) -> AsyncGenerator[bytes, None]:
         self._started = True

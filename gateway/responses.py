@@ -7,9 +7,12 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
+import structlog
 from starlette.responses import Response
 
-from .errors import FAST_CODES, GatewayError
+from .errors import FAST_CODES, GatewayError, translate
+
+log = structlog.get_logger("gateway")
 
 
 def _enc_hook(obj: Any) -> Any:
@@ -71,3 +74,21 @@ def http_status(exc: GatewayError, rest_statuses: bool = False) -> int:
 
 def error(exc: GatewayError, headers: dict[str, str] | None = None, rest_statuses: bool = False) -> JSONResponse:
     return JSONResponse(error_body(exc), status_code=http_status(exc, rest_statuses), headers=headers)
+
+
+def render_error(exc: BaseException, rest_statuses: bool = False) -> JSONResponse:
+    """The answer to any exception that ends a request, in the canonical envelope.
+
+    Expected failures (domain errors, and database conditions that have a meaning for the client) are
+    logged as `request_rejected`; anything else is a crash, logged with its trace and answered as a bare
+    500 whose text says nothing of the cause.
+    """
+    answer = translate(exc)
+    if answer is None:
+        log.error("unhandled_error", exc_info=exc)
+        return error(GatewayError(), rest_statuses=rest_statuses)
+    cause = {} if answer is exc else {"cause": repr(exc)}
+    # A 503 is expected, but one is an outage the operator should see above the routine refusals.
+    emit = log.warning if answer.status >= 500 else log.info
+    emit("request_rejected", status=answer.status, code=answer.code, error=answer.message, **cause)
+    return error(answer, rest_statuses=rest_statuses)

@@ -20,6 +20,11 @@ from typing import Any
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
+from .config import Settings
+from .logging import configure_logging, get_logger
+
+log = get_logger()
+
 RESTART_PAUSE_SECONDS = 1.0
 
 
@@ -47,22 +52,41 @@ class _Server(uvicorn.Server):
             self._on_started()
 
 
+def _configure_logging() -> None:
+    """JSON lines from the first moment of a process, uvicorn's own included: its loggers, given no logging
+    config of theirs, propagate to the root logger, which renders through structlog."""
+    configure_logging(Settings.from_env().log_level)
+
+
+def _config(app: str, **uvicorn_options: Any) -> uvicorn.Config:
+    return uvicorn.Config(app, factory=True, **{"log_config": None, **uvicorn_options})
+
+
 def _worker(app: str, host: str, port: int, started: Any, uvicorn_options: dict[str, Any]) -> None:
+    _configure_logging()
     sock = bind(host, port)
-    config = uvicorn.Config(app, factory=True, **uvicorn_options)
+    config = _config(app, **uvicorn_options)
     _Server(config, on_started=lambda: started.put(os.getpid())).run(sockets=[sock])
+
+
+def restart(proc: Any, start: Callable[[], Any]) -> Any:
+    """A worker that died is replaced, after a pause so that one failing at once does not spin the CPU."""
+    log.warning("worker_exited", worker_pid=proc.pid, exitcode=proc.exitcode, restart_in=RESTART_PAUSE_SECONDS)
+    time.sleep(RESTART_PAUSE_SECONDS)
+    return start()
 
 
 def run(app: str, host: str, port: int, workers: int, ready: Callable[[], None] | None = None,
         **uvicorn_options: Any) -> None:
     """Run `workers` processes serving the app factory `app`; restart any that dies; stop on SIGINT/SIGTERM.
 
-    `ready` is called once, when every worker accepts connections.
+    `ready` is called once, when every worker accepts connections. (The CLI prints "Serving on ..." there:
+    a plain line for the operator at the terminal, not a log line.)
     """
+    _configure_logging()
     announce = ready or (lambda: None)
     if workers <= 1:
-        server = _Server(uvicorn.Config(app, factory=True, host=host, port=port, **uvicorn_options),
-                         on_started=announce)
+        server = _Server(_config(app, host=host, port=port, **uvicorn_options), on_started=announce)
         server.run()
         if not server.started:
             sys.exit(STARTUP_FAILURE)
@@ -96,9 +120,7 @@ def run(app: str, host: str, port: int, workers: int, ready: Callable[[], None] 
                 announce()
             for i, proc in enumerate(procs):
                 if not proc.is_alive() and not stopping:
-                    print(f"worker {proc.pid} exited with {proc.exitcode}; restarting", flush=True)
-                    time.sleep(RESTART_PAUSE_SECONDS)
-                    procs[i] = start()
+                    procs[i] = restart(proc, start)
     finally:
         for proc in procs:
             if proc.is_alive():

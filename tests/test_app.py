@@ -76,3 +76,9 @@ def test_rest_statuses_is_read_from_the_environment() -> None:
     assert Settings.from_env({}).rest_statuses is False
     with pytest.raises(ConfigError, match="GATEWAY_REST_STATUSES"):
         Settings.from_env({"GATEWAY_REST_STATUSES": "sometimes"})
+
+
+async def test_a_wrong_method_is_answered_with_the_allowed_ones(client: httpx.AsyncClient) -> None:
+    resp = await client.get("/api/GetData")
+    assert resp.status_code == 405 and assert_envelope(resp)["code"] == 405
+    assert resp.headers["allow"] == "POST"
