@@ -1,9 +1,11 @@
 """SyncVoucher: documents with a header and detail lines, each replaced whole in one transaction.
 
 Stages, as for masters: normalise names and validate (JSON Schema, CPU only) -> check against the database
-(referenced masters exist, currency rounding of totals, locked period) -> write (headers merged in key
-order, then the lines of the vouchers that changed replaced) -> counts. A voucher's `Status: "0"` cancels it:
-its lines go, its header stays as a tombstone for pullers.
+(referenced masters exist, currency rounding of totals, locked period) -> write (missing numbers taken first,
+then in one transaction headers merged in key order and the lines and postings of the vouchers that changed
+replaced, built from the request's own arrays) -> counts. A voucher's `Status: "0"` cancels it: its lines and
+postings go, its header stays as a tombstone for pullers. No statement reads stored rows by (tenant, form):
+each starts from the batch's keys, so a never-analysed table is planned as well as an analysed one.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ class VoucherForm:
     field_map: dict[str, str] = field(default_factory=dict, repr=False)
     line_fields: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
     has_units: bool = field(default=False, repr=False)  # lines name an item and its unit
-    insert_lines: str = field(default="", repr=False)
+    write_sql: str | None = field(default=None, repr=False)  # lines and postings of a batch
 
     @property
     def feed_name(self) -> str:
@@ -164,7 +166,6 @@ class VoucherForm:
         line_props = props[DETAIL]["items"]["properties"]
         self.line_fields = tuple((f, col, t) for f, (col, t) in LINE_COLUMNS.items() if f in line_props)
         self.has_units = "ItemCode" in line_props and "Uom" in line_props
-        self.insert_lines = _insert_lines_sql(self)
         return self
 
 
@@ -251,8 +252,26 @@ def _places(doc: dict[str, Any], path: str) -> list[tuple[str, Any]]:
     return [(f"/{path}", doc.get(path))]
 
 
+def _values(doc: dict[str, Any], path: str) -> list[Any]:
+    """The values of _places() without their pointers, which only an error needs."""
+    if "/" in path:
+        table, name = path.split("/", 1)
+        return [item.get(name) for item in doc.get(table) or ()]
+    return [doc.get(path)]
+
+
 def _codes(ref: Ref, doc: dict[str, Any]) -> list[tuple[str, Any]]:
     return [(p, v) for p, v in _places(doc, ref.path) if v not in (None, "")]
+
+
+_NO_CODE = frozenset({None, ""})
+
+
+def _all_known(values: list[Any], known: set[str]) -> bool:
+    try:
+        return not set(values).difference(known, _NO_CODE)
+    except TypeError:  # an unhashable value: the per-value path reports it
+        return False
 
 
 async def check(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, batch: VoucherBatch) -> None:
@@ -260,7 +279,8 @@ async def check(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
     docs = list(batch.upserts.items())
     found: dict[Ref, set[str]] = {}
     for ref in form.references:
-        codes = sorted({code for _, (_, doc) in docs for _, code in _codes(ref, doc)})
+        codes = sorted({code for _, (_, doc) in docs for code in _values(doc, ref.path)
+                        if isinstance(code, str) and code})
         found[ref] = set()
         for table, column in ref.targets if codes else ():
             # Identifiers come from the form declarations, never from a request.
@@ -283,6 +303,8 @@ async def check(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
 
     for key, (index, doc) in docs:
         for ref in form.references:
+            if _all_known(_values(doc, ref.path), found[ref]):
+                continue
             for path, code in _codes(ref, doc):
                 if code not in found[ref]:
                     batch.fail(index, key, path,
@@ -311,10 +333,8 @@ async def check(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
         del batch.upserts[key]
     if locked_until is not None and (batch.upserts or batch.deletes):
         # What is stored in the locked period stays as it is: no replacing, moving out or cancelling.
-        rows = await conn.fetch(
-            "SELECT voucher_id, voucher_date FROM voucher WHERE tenant_id = $1 AND form = $2"
-            " AND voucher_id = ANY($3::text[]) AND NOT deleted AND voucher_date <= $4",
-            tenant_id, form.name, sorted({*batch.upserts, *batch.deletes}), locked_until)
+        rows = await conn.fetch(_LOCKED, tenant_id, form.name, sorted({*batch.upserts, *batch.deletes}),
+                                locked_until)
         for r in rows:
             vid = r["voucher_id"]
             cancel = vid in batch.deletes
@@ -325,7 +345,7 @@ async def check(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
 
 def _sum(doc: dict[str, Any], line_field: str) -> tuple[Decimal, int]:
     """The sum of a line field ("Amount", or "<list>/<field>"), and how many lines were summed."""
-    values = [v for _, v in _places(doc, line_field if "/" in line_field else f"{DETAIL}/{line_field}")]
+    values = _values(doc, line_field if "/" in line_field else f"{DETAIL}/{line_field}")
     return sum((Decimal(v or 0) for v in values), Decimal(0)), len(values)
 
 
@@ -402,9 +422,7 @@ async def _check_allocations(conn: asyncpg.Connection, form: VoucherForm, tenant
     """Allocations pay live invoices of the paid form, each once, and not more than the voucher's total."""
     invoice_form = form.posting.allocates
     wanted = sorted({a.get("InvoiceId") for _, (_, d) in docs for a in d.get("allocation") or ()})
-    live = {r["voucher_id"] for r in await conn.fetch(
-        "SELECT voucher_id FROM voucher WHERE tenant_id = $1 AND form = $2 AND voucher_id = ANY($3::text[])"
-        " AND NOT deleted", tenant_id, invoice_form, wanted)} if wanted else set()
+    live = {r["voucher_id"] for r in await conn.fetch(_LIVE, tenant_id, invoice_form, wanted)} if wanted else set()
     for key, (index, doc) in docs:
         allocations = doc.get("allocation") or []
         seen: set[str] = set()
@@ -464,8 +482,38 @@ logged AS (
 )
 SELECT voucher_id FROM w
 """
+# The live vouchers to cancel, key by key (see posting.STORED_VOUCHERS), with where their rows are ...
+_TO_CANCEL = ("SELECT r.voucher_id, r.ctid FROM unnest($3::text[]) AS k(voucher_id) CROSS JOIN LATERAL"
+              " (SELECT voucher_id, ctid, form, deleted FROM voucher WHERE voucher_id = k.voucher_id"
+              " AND tenant_id = $1 OFFSET 0) r WHERE r.form = $2 AND NOT r.deleted")
+# ... and _CANCEL for those rows, by ctid: without statistics _CANCEL's join was planned over every voucher of
+# the tenant's form. A row updated since it was found is skipped here (its ctid changed) and cancelled by
+# _CANCEL by key instead.
+_CANCEL_ROWS = """
+WITH c AS (SELECT nextval('change_seq') AS id),
+w AS (
+    UPDATE voucher AS t SET deleted = true, change_seq = (SELECT id FROM c), updated_at = now()
+    WHERE t.ctid = ANY($3::tid[]) AND t.tenant_id = $1 AND t.form = $2 AND NOT t.deleted
+    RETURNING t.voucher_id
+),
+logged AS (
+    INSERT INTO change_log (id, tenant_id, tbl, keys)
+    SELECT (SELECT id FROM c), $1, $2, to_jsonb(array_agg(ARRAY[voucher_id])) FROM w HAVING count(*) > 0
+)
+SELECT voucher_id FROM w
+"""
 
-_DROP_LINES = "DELETE FROM voucher_line WHERE tenant_id = $1 AND form = $2 AND voucher_id = ANY($3::text[])"
+
+async def _cancel(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, ids: list[str]) -> list[str]:
+    """The ids of the live vouchers among `ids`, now cancelled (tombstones)."""
+    found = await conn.fetch(_TO_CANCEL, tenant_id, form.name, ids)
+    if not found:
+        return []
+    gone = [r["voucher_id"] for r in await conn.fetch(_CANCEL_ROWS, tenant_id, form.name, [r["ctid"] for r in found])]
+    moved = sorted({r["voucher_id"] for r in found} - set(gone))
+    if moved:
+        gone += [r["voucher_id"] for r in await conn.fetch(_CANCEL, tenant_id, form.name, moved)]
+    return sorted(gone)
 
 
 def _to(pgtype: str, value: Any) -> Any:
@@ -480,15 +528,46 @@ def _to(pgtype: str, value: Any) -> Any:
     return value if isinstance(value, str) else str(value)
 
 
-def _insert_lines_sql(form: VoucherForm) -> str:
+# The typed header columns, in the order of _UPSERT's arrays ($3 ... $11).
+_HEADER_SOURCE = (
+    "v AS MATERIALIZED (SELECT $1::integer AS tenant_id, $2::text AS form, u.*"
+    " FROM unnest($3::text[], $4::text[], $5::date[], $6::text[], $7::text[], $8::numeric[], $9::numeric[],"
+    " $10::text[], $11::jsonb[]) AS u(voucher_id, voucher_number, voucher_date, partner_code, currency,"
+    " exchange_rate, total_amount, description, document))"
+)
+
+
+def _batch_sources(form: VoucherForm) -> tuple[str, str]:
+    """The batch's own vouchers and lines as the CTEs `v` and `l` (see gateway/posting.py), and the insert of
+    the lines from `l`: lines and postings come from the arrays the request sent, never from re-reading
+    voucher_line by form."""
     cols = [col for _, col, _ in form.line_fields]
-    params = ", ".join(f"${i + 4}::{t}[]" for i, (_, _, t) in enumerate(form.line_fields))
-    return (f"INSERT INTO voucher_line (tenant_id, form, voucher_id, {', '.join(cols)})"
-            f" SELECT $1, $2, u.* FROM unnest($3::text[], {params}) AS u")
+    params = ", ".join(f"${i + 13}::{_WIRE.get(t, t)}[]" for i, (_, _, t) in enumerate(form.line_fields))
+    typed = ", ".join(f"u.{col}::{t} AS {col}" if t in _WIRE else f"u.{col}" for _, col, t in form.line_fields)
+    lines = (f"l AS MATERIALIZED (SELECT $1::integer AS tenant_id, $2::text AS form, u.voucher_id, {typed}"
+             f" FROM unnest($12::text[], {params}) AS u(voucher_id, {', '.join(cols)}))")
+    insert = (f"INSERT INTO voucher_line (tenant_id, form, voucher_id, {', '.join(cols)})"
+              f" SELECT tenant_id, form, voucher_id, {', '.join(cols)} FROM l")
+    return f"{_HEADER_SOURCE},\n{lines}", insert
 
 
-_STORED_NUMBERS = ("SELECT voucher_id, voucher_number FROM voucher WHERE tenant_id = $1 AND form = $2"
-                   " AND voucher_id = ANY($3::text[]) AND voucher_number IS NOT NULL")
+# Line amounts travel as text and are cast by PostgreSQL: encoding thousands of Decimals in the driver's
+# binary format took a third of a worker's time; str() of the decoded number (int or Decimal, never a float)
+# is exact and PostgreSQL's numeric input reads it as fast as the binary form.
+_WIRE = {"numeric": "text"}
+
+
+def _wire(pgtype: str, value: Any) -> Any:
+    if pgtype == "numeric":
+        return str(value)
+    return _to(pgtype, value)
+
+
+_STORED_NUMBERS = (f"SELECT voucher_id, voucher_number FROM ({posting.STORED_VOUCHERS}) s"
+                   " WHERE voucher_number IS NOT NULL")
+_LOCKED = (f"SELECT voucher_id, voucher_date FROM ({posting.STORED_VOUCHERS}) s"
+           " WHERE NOT deleted AND voucher_date <= $4")
+_LIVE = f"SELECT voucher_id FROM ({posting.STORED_VOUCHERS}) s WHERE NOT deleted"
 _NEXT_NUMBERS = """
 INSERT INTO voucher_counter AS c (tenant_id, form, last_number) VALUES ($1, $2, $3)
 ON CONFLICT (tenant_id, form) DO UPDATE SET last_number = c.last_number + EXCLUDED.last_number
@@ -514,13 +593,70 @@ async def _number(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, i
         d["VoucherNumber"] = str(last - len(new) + 1 + offset).zfill(6)
 
 
+def write_statement(form: VoucherForm) -> str:
+    """Lines and postings of a batch's changed vouchers, in one statement (built once per form)."""
+    if form.write_sql is None:
+        sources, insert_lines = _batch_sources(form)
+        sql = (form.posting or _NO_POSTING).statement(sources, insert_lines)
+        assert sql is not None  # the lines are always written
+        form.write_sql = sql
+    return form.write_sql
+
+
+_NO_POSTING = posting.Posting()
+# Postings read `document` for header fields and the allocation list, never the lines: those go by arrays.
+_NOT_POSTED = (DETAIL, "tax")
+
+
 async def write(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, batch: VoucherBatch,
                 dry_run: bool) -> dict[str, int]:
     ids = sorted(batch.upserts)
     docs = [batch.upserts[k][1] for k in ids]
-    header = [
+    cancel_ids = sorted(batch.deletes)
+    unnumbered = [(d, d.get("VoucherNumber")) for d in docs if not d.get("VoucherNumber")]
+    if unnumbered and not dry_run:
+        # Numbers are taken before the writing transaction, each statement committing on its own, so that the
+        # counter's row is locked for a moment rather than until the batch commits: concurrent requests of a
+        # form no longer wait for each other. As with a sequence, numbers taken by a request that then fails
+        # are not given back (a gap in the numbering).
+        await _number(conn, form, tenant_id, ids, docs)
+    statement = write_statement(form)
+
+    async def work() -> dict[str, int]:
+        inserted = updated = cancelled = 0
+        if ids:
+            if unnumbered and dry_run:
+                for doc, sent in unnumbered:  # a retried transaction numbers afresh: the counter rolled back too
+                    doc["VoucherNumber"] = sent
+                await _number(conn, form, tenant_id, ids, docs)
+            header = _header_arrays(form, ids, docs)
+            rows = await conn.fetch(_UPSERT, tenant_id, form.name, *header)
+            inserted = sum(1 for r in rows if r["inserted"])
+            updated = len(rows) - inserted
+            changed = {r["voucher_id"] for r in rows}
+            if updated:
+                # Replace the lines of the stored vouchers that changed, whole: no orphan line survives. A
+                # voucher just inserted has neither lines nor postings yet.
+                await conn.execute(posting.UNPOST_WITH_LINES, tenant_id, form.name,
+                                   sorted(r["voucher_id"] for r in rows if not r["inserted"]))
+            if changed:
+                await conn.execute(posting.PLAN_SETTINGS)
+                await conn.execute(statement, tenant_id, form.name, *_batch_arrays(form, batch, ids, docs, changed))
+        if cancel_ids:
+            gone = await _cancel(conn, form, tenant_id, cancel_ids)
+            cancelled = len(gone)
+            if gone:
+                await conn.execute(posting.UNPOST_WITH_LINES, tenant_id, form.name, gone)
+        unchanged = len(ids) + len(cancel_ids) - inserted - updated - cancelled
+        return {"inserted": inserted, "updated": updated, "unchanged": unchanged, "deleted": cancelled}
+
+    return await in_transaction(conn, work, dry_run=dry_run)
+
+
+def _header_arrays(form: VoucherForm, ids: list[str], docs: list[dict[str, Any]]) -> list[list[Any]]:
+    return [
         ids,
-        [],  # voucher numbers: filled in inside the transaction
+        [d.get("VoucherNumber") for d in docs],
         [dt.date.fromisoformat(d["VoucherDate"]) for d in docs],
         [d.get(form.partner) if form.partner else None for d in docs],
         [d["Currency"] for d in docs],
@@ -529,37 +665,27 @@ async def write(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
         [d.get("Description") for d in docs],
         docs,
     ]
-    cancel_ids = sorted(batch.deletes)
-    unnumbered = [(d, d.get("VoucherNumber")) for d in docs if not d.get("VoucherNumber")]
-    async def work() -> dict[str, int]:
-        for doc, sent in unnumbered:  # a retried transaction numbers afresh: the counter rolled back too
-            doc["VoucherNumber"] = sent
-        inserted = updated = cancelled = 0
-        if ids:
-            await _number(conn, form, tenant_id, ids, docs)
-            header[1] = [d.get("VoucherNumber") for d in docs]
-            rows = await conn.fetch(_UPSERT, tenant_id, form.name, *header)
-            inserted = sum(1 for r in rows if r["inserted"])
-            updated = len(rows) - inserted
-            changed = {r["voucher_id"] for r in rows}
-            if changed:
-                # Replace the lines of the vouchers that changed, whole: no orphan line survives.
-                await conn.execute(_DROP_LINES, tenant_id, form.name, sorted(changed))
-                lines = [(k, line) for k in ids if k in changed for line in batch.upserts[k][1][DETAIL]]
-                arrays = [[k for k, _ in lines]] + [[_to(t, line.get(f)) for _, line in lines]
-                                                   for f, _, t in form.line_fields]
-                await conn.execute(form.insert_lines, tenant_id, form.name, *arrays)
-                await posting.repost(conn, form.posting, tenant_id, form.name, sorted(changed))
-        if cancel_ids:
-            gone = [r["voucher_id"] for r in await conn.fetch(_CANCEL, tenant_id, form.name, cancel_ids)]
-            cancelled = len(gone)
-            if gone:
-                await conn.execute(_DROP_LINES, tenant_id, form.name, gone)
-                await posting.unpost(conn, tenant_id, form.name, gone)
-        unchanged = len(ids) + len(cancel_ids) - inserted - updated - cancelled
-        return {"inserted": inserted, "updated": updated, "unchanged": unchanged, "deleted": cancelled}
 
-    return await in_transaction(conn, work, dry_run=dry_run)
+
+def _batch_arrays(form: VoucherForm, batch: VoucherBatch, ids: list[str], docs: list[dict[str, Any]],
+                  changed: set[str]) -> list[list[Any] | None]:
+    """The `v` and `l` arrays of write_statement() for the vouchers that changed."""
+    kept = [(k, d) for k, d in zip(ids, docs) if k in changed]
+    header = _header_arrays(form, [k for k, _ in kept],
+                            [{f: x for f, x in d.items() if f not in _NOT_POSTED} for _, d in kept])
+    lines = [(k, line) for k, d in kept for line in d[DETAIL]]
+    arrays: list[list[Any] | None] = [[k for k, _ in lines]]
+    for f, _, t in form.line_fields:
+        values = [line.get(f) for _, line in lines]
+        if all(v is None for v in values):
+            # unnest() pads a NULL array with NULLs to the longest one: nothing to encode for a column no line
+            # uses (a sale's job, department, contract and expense codes, most of the time).
+            arrays.append(None)
+        elif t == "text":
+            arrays.append([v if v is None or isinstance(v, str) else str(v) for v in values])
+        else:
+            arrays.append([None if v is None else _wire(t, v) for v in values])
+    return header + arrays
 
 
 # --- the request --------------------------------------------------------------------------------------------
