@@ -17,6 +17,9 @@ from .forms import MasterForm
 from .lenient import Warnings
 
 MODES = ("atomic", "partial")
+# Up to this many records a write sends its rows as arrays in one statement instead of COPY into staging:
+# a point-of-sale request carries one record, and COPY costs it a round trip of its own.
+SMALL_BATCH = 64
 ACTIONS = ("upsert", "delete")
 
 
@@ -211,21 +214,27 @@ async def write(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, batc
     delete_arrays = [[k[i] for k in delete_keys] for i in range(len(form.key))]
     key_names = [c.name for c in form.key_columns]
     column_names = [c.name for c in form.columns]
-    if records:
+    small = len(records) <= SMALL_BATCH
+    if records and not small:
         # Outside the transaction: a rollback (dry run, retry) must not undo it behind the connection's back.
         await ensure_stage(conn, form.stage_table, form.sql["stage_create"])
+    # A few records travel as one array per column in the statement itself; many go through COPY.
+    statement = form.sql[("upsert_small" if small else "upsert") + ("_keys" if with_keys else "")]
+    arrays = [list(values) for values in zip(*records)] if small else []
+
     async def work() -> WriteResult:
         out = WriteResult()
         if records:
-            await conn.copy_records_to_table(form.stage_table, records=records, columns=column_names)
+            if not small:
+                await conn.copy_records_to_table(form.stage_table, records=records, columns=column_names)
             if with_keys:
-                changed = await conn.fetch(form.sql["upsert_keys"], tenant_id, form.table)
+                changed = await conn.fetch(statement, tenant_id, form.table, *arrays)
                 out.inserted = sum(1 for r in changed if r["inserted"])
                 out.updated = len(changed) - out.inserted
                 out.changed.update((tuple(r[k] for k in key_names), "inserted" if r["inserted"] else "updated")
                                    for r in changed)
             else:
-                counts = await conn.fetchrow(form.sql["upsert"], tenant_id, form.table)
+                counts = await conn.fetchrow(statement, tenant_id, form.table, *arrays)
                 out.inserted, out.updated = counts["inserted"], counts["changed"] - counts["inserted"]
         if delete_keys:
             gone = await conn.fetch(form.sql["delete"], tenant_id, form.table, *delete_arrays)
@@ -234,7 +243,8 @@ async def write(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, batc
         out.unchanged = len(records) + len(delete_keys) - out.inserted - out.updated - out.deleted
         return out
 
-    return await in_transaction(conn, work, dry_run=dry_run)
+    # A small batch without deletes is one statement: no BEGIN and COMMIT around it.
+    return await in_transaction(conn, work, dry_run=dry_run, one_statement=small and not delete_keys)
 
 
 def outcomes(form: MasterForm, data: list[Any], batch: Batch, written: WriteResult | None) -> list[dict[str, Any]]:

@@ -280,18 +280,25 @@ class MasterForm:
             + ", ".join(f"{_quote(c.name)} {c.pgtype}" for c in self.columns)
             + ") ON COMMIT DELETE ROWS"
         )
-        merge = (
-            f"INSERT INTO {table} AS t (tenant_id, {', '.join(cols)}, deleted, change_seq, updated_at)\n"
-            f"SELECT $1, {', '.join('s.' + c for c in cols)}, false, (SELECT id FROM c), now()\n"
-            # Keys in one order in every transaction, so that concurrent batches do not deadlock.
-            f"FROM {stage} AS s ORDER BY {', '.join('s.' + k for k in keys)}\n"
-            f"ON CONFLICT (tenant_id, {', '.join(keys)}) DO UPDATE SET "
-            + ", ".join(f"{c} = EXCLUDED.{c}" for c in data)
-            + ", deleted = false, change_seq = EXCLUDED.change_seq, updated_at = EXCLUDED.updated_at\n"
-            f"WHERE ({', '.join('t.' + c for c in data)}, t.deleted) IS DISTINCT FROM"
-            f" ({', '.join('EXCLUDED.' + c for c in data)}, false)\n"
-            f"RETURNING (xmax = 0) AS inserted, {', '.join('t.' + k for k in keys)}"
-        )
+        def merge_from(source: str) -> str:
+            return (
+                f"INSERT INTO {table} AS t (tenant_id, {', '.join(cols)}, deleted, change_seq, updated_at)\n"
+                f"SELECT $1, {', '.join('s.' + c for c in cols)}, false, (SELECT id FROM c), now()\n"
+                # Keys in one order in every transaction, so that concurrent batches do not deadlock.
+                f"FROM {source} ORDER BY {', '.join('s.' + k for k in keys)}\n"
+                f"ON CONFLICT (tenant_id, {', '.join(keys)}) DO UPDATE SET "
+                + ", ".join(f"{c} = EXCLUDED.{c}" for c in data)
+                + ", deleted = false, change_seq = EXCLUDED.change_seq, updated_at = EXCLUDED.updated_at\n"
+                f"WHERE ({', '.join('t.' + c for c in data)}, t.deleted) IS DISTINCT FROM"
+                f" ({', '.join('EXCLUDED.' + c for c in data)}, false)\n"
+                f"RETURNING (xmax = 0) AS inserted, {', '.join('t.' + k for k in keys)}"
+            )
+
+        merge = merge_from(f"{stage} AS s")
+        # A few records (a point-of-sale request carries one) go as one array per column: one statement, where
+        # COPY into the staging table costs a round trip of its own and a temporary table write.
+        arrays = ", ".join(f"${i + 3}::{c.pgtype}[]" for i, c in enumerate(self.columns))
+        merge_small = merge_from(f"unnest({arrays}) AS s({', '.join(cols)})")
         delete = (
             f"UPDATE {table} AS t SET deleted = true, change_seq = (SELECT id FROM c), updated_at = now()\n"
             f"FROM unnest({key_params}) AS u({', '.join(keys)})\n"
@@ -316,6 +323,8 @@ class MasterForm:
             # Counts only; the keys come back when per-record outcomes are asked for.
             "upsert": f"WITH {number}, w AS ({merge}), {log}\n{counts}",
             "upsert_keys": f"WITH {number}, w AS ({merge}), {log}\n{keyed}",
+            "upsert_small": f"WITH {number}, w AS ({merge_small}), {log}\n{counts}",
+            "upsert_small_keys": f"WITH {number}, w AS ({merge_small}), {log}\n{keyed}",
             "delete": f"WITH {number}, w AS ({delete}), {log}\n{keyed}",
         }
 
@@ -376,6 +385,8 @@ def build_registry(module_names: Iterable[str]) -> Registry:
     by_name = {form.name: form for form in registry.forms}
     for name, posting in postings.items():
         form = by_name.get(name)
-        if form is not None:  # rules may wait for a form not registered yet
-            form.posting = posting.build()
+        if form is None or not hasattr(form, "posting"):
+            # A rule keyed by a misspelt or unknown form would post nothing, silently: refuse to load.
+            raise ValueError(f"posting rules for {name!r}: no voucher form of that name is registered")
+        form.posting = posting.build()
     return registry

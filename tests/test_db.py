@@ -62,3 +62,43 @@ async def test_migrations_are_recorded_and_not_applied_twice(db: asyncpg.Connect
     applied = [r["name"] for r in await db.fetch("SELECT name FROM schema_migrations ORDER BY version")]
     assert applied == [path.name for _, path in migration_files()]
     assert await migrate(db) == []
+
+
+async def test_a_statement_of_its_own_is_retried_and_a_dry_run_of_it_still_rolls_back(
+        db: asyncpg.Connection) -> None:
+    calls = 0
+
+    async def work() -> int:
+        nonlocal calls
+        calls += 1
+        await db.execute("INSERT INTO tenant (code, name) VALUES ($1, 'x')", f"one{calls}")
+        if calls == 1:
+            raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
+        return calls
+
+    assert await in_transaction(db, work, one_statement=True) == 2
+    assert not db.is_in_transaction()  # it ran bare: no BEGIN, nothing left open
+    await in_transaction(db, work, dry_run=True, one_statement=True)
+    # The failed first try was a statement of its own here (no transaction to undo it): the work must
+    # be one statement, as the caller promises; the dry run's row is gone.
+    assert await codes(db) == ["one1", "one2"]
+
+
+async def test_a_pooled_connection_keeps_no_session_state_between_requests(db_url: str) -> None:
+    from gateway.db import GatewayConnection, init_connection
+
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=1, init=init_connection,
+                                     connection_class=GatewayConnection)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL enable_sort = off")  # what a streamed pull does
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW enable_sort") == "on"
+            tx = conn.transaction()
+            await tx.start()
+            await conn.execute("SET LOCAL enable_sort = off")
+        # Released inside its transaction (say a request cut short): the pool rolls it back.
+        async with pool.acquire() as conn:
+            assert not conn.is_in_transaction() and await conn.fetchval("SHOW enable_sort") == "on"
+    finally:
+        await pool.close()

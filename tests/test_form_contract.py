@@ -283,3 +283,12 @@ def test_one_meaning_has_one_type_in_every_form() -> None:
     # The VAT rate means the same on a sales line and on a purchase invoice's VAT line.
     rates = {path: prop for f, path, prop in seen if path.endswith("TaxRate") and f != "setTaxCode"}
     assert len({repr(sorted(p.items())) for p in rates.values()}) == 1, rates
+
+
+def test_a_posting_rule_for_an_unknown_form_fails_loading(tmp_path: Any, monkeypatch: Any) -> None:
+    (tmp_path / "misspelt_rules.py").write_text(
+        "from gateway.posting import Entry, Posting, role\n"
+        "POSTINGS = {'setSaleInvoce': Posting(entries=(Entry(role('receivable'), role('revenue'), 'l.amount'),))}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match="setSaleInvoce"):
+        build_registry([*FORM_MODULES, "misspelt_rules"])

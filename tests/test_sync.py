@@ -13,6 +13,8 @@ import httpx
 import pytest
 from conftest import Api, assert_envelope
 
+from gateway import engine
+
 
 def cust(code: str, name: str | None = None, **extra: Any) -> dict[str, Any]:
     return {"CustomerCode": code, "CustomerName": name or f"Customer {code}", **extra}
@@ -337,3 +339,27 @@ async def test_a_dry_run_first_on_a_connection_leaves_it_able_to_write(app: Any,
         resp = await api.sync("setCustomer", [cust("KH1", f"dry {dry_run}")], dry_run=dry_run)
         assert assert_envelope(resp)["records"] == 1
     assert await db.fetchval("SELECT customer_name FROM customer") == "dry False"
+
+
+@pytest.mark.parametrize("outcomes", [False, True])
+async def test_a_few_records_and_many_are_written_alike(api: Api, db: asyncpg.Connection,
+                                                        monkeypatch: pytest.MonkeyPatch, outcomes: bool) -> None:
+    """A small request goes as arrays in one statement, a large one through COPY: same rows, same counts."""
+    def jobs(prefix: str) -> list[dict[str, Any]]:
+        return [{"JobCode": f"{prefix}{i}", "JobName": f"Job {i}", "Status": i % 2, "FromDate": f"2026-01-0{i + 1}",
+                 "ToDate": None, "Budget": "1234567.891", "Note": None if i else "first"} for i in range(3)]
+
+    async def stored(prefix: str) -> list[tuple]:
+        rows = await db.fetch("SELECT job_code, job_name, status, from_date, to_date, budget, note, deleted FROM job"
+                              " WHERE job_code LIKE $1 ORDER BY job_code", prefix + "%")
+        return [(r[0][1:], *tuple(r)[1:]) for r in rows]
+
+    small = assert_envelope(await api.sync("setJob", jobs("A"), outcomes=outcomes))
+    monkeypatch.setattr(engine, "SMALL_BATCH", 0)  # every batch through COPY now
+    large = assert_envelope(await api.sync("setJob", jobs("B"), outcomes=outcomes))
+    assert small["result"] == large["result"] == {**small["result"], "inserted": 3}
+    assert await stored("A") == await stored("B") and len(await stored("A")) == 3
+    again = assert_envelope(await api.sync("setJob", jobs("B")))  # unchanged, through COPY
+    monkeypatch.setattr(engine, "SMALL_BATCH", 64)
+    assert assert_envelope(await api.sync("setJob", jobs("A")))["result"] == again["result"]
+    assert again["result"]["unchanged"] == 3
