@@ -3,11 +3,21 @@
 # one in a temporary directory, or a gw_bench_* database on the server named by DATABASE_URL).
 # Arguments go to bench/run.py (e.g. --requests 20); see bench/README.md. Writes bench/out/latest.json.
 # `scripts/bench.sh pull [--rows N]` runs bench/pull.py instead: one GetData pulling a whole catalog.
+# `scripts/bench.sh pos` runs bench/pos.py: single-record requests from keep-alive clients, driven by wrk.
+# `scripts/bench.sh vouchers [--requests N]` runs bench/vouchers.py: sale invoices with posting.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh bench
 if [ "${1:-}" = "pull" ]; then
     shift
     exec .venv/bin/python -m bench.pull "$@"
+fi
+if [ "${1:-}" = "vouchers" ]; then
+    shift
+    exec .venv/bin/python -m bench.vouchers "$@"
+fi
+if [ "${1:-}" = "pos" ]; then
+    shift
+    exec .venv/bin/python -m bench.pos "$@"
 fi
 exec .venv/bin/python -m bench.run "$@"
