@@ -88,10 +88,23 @@ def _conflicting(exc: BaseException) -> GatewayError:
     return Conflict(f"The data conflicts with stored data: {exc.__class__.__name__}")
 
 
+def _unstorable(exc: BaseException) -> GatewayError | None:
+    """A value the request sent that PostgreSQL cannot store (a number such as 1e999999): the sender's 601.
+
+    Only these two: other data exceptions (a division by zero in a report, say) are the gateway's own faults.
+    """
+    text = str(exc)
+    if isinstance(exc, asyncpg.exceptions.NumericValueOutOfRangeError) or text.startswith("invalid input for"):
+        detail = text.rsplit("(", 1)[-1].rstrip(")") if "(" in text else text
+        return DataStructureError(f"A number in the request cannot be stored ({detail}): numbers are kept "
+                                  "exactly and must fit PostgreSQL's numeric type", records=0)
+    return None
+
+
 # The failures a request may meet without the gateway being wrong, each turned into the error it answers.
 # Looked up along the exception's class hierarchy, so a subclass (ConnectionDoesNotExistError under
 # PostgresConnectionError) takes its nearest registered base. Whatever is not here is a crash.
-TRANSLATIONS: dict[type[BaseException], Callable[[Any], GatewayError]] = {
+TRANSLATIONS: dict[type[BaseException], Callable[[Any], GatewayError | None]] = {
     GatewayError: lambda exc: exc,
     asyncpg.exceptions.PostgresConnectionError: _unavailable,
     asyncpg.exceptions.InterfaceError: _unavailable,
@@ -104,6 +117,7 @@ TRANSLATIONS: dict[type[BaseException], Callable[[Any], GatewayError]] = {
     asyncpg.exceptions.DeadlockDetectedError: _collided,
     asyncpg.exceptions.SerializationError: _collided,
     asyncpg.exceptions.IntegrityConstraintViolationError: _conflicting,
+    asyncpg.exceptions.DataError: _unstorable,
 }
 
 
@@ -112,7 +126,7 @@ def translate(exc: BaseException) -> GatewayError | None:
     for cls in type(exc).__mro__:
         translation = TRANSLATIONS.get(cls)
         if translation is not None:
-            return translation(exc)
+            return translation(exc)  # None: a crash after all (see _unstorable)
     return None
 
 

@@ -363,3 +363,14 @@ async def test_a_few_records_and_many_are_written_alike(api: Api, db: asyncpg.Co
     monkeypatch.setattr(engine, "SMALL_BATCH", 64)
     assert assert_envelope(await api.sync("setJob", jobs("A")))["result"] == again["result"]
     assert again["result"]["unchanged"] == 3
+
+
+@pytest.mark.parametrize("price", [b"1e999999", b"1e-999999", b'"1e999999"', b'"1E+400000"'])
+async def test_a_number_too_large_to_store_is_a_601_and_nothing_is_written(
+        client: httpx.AsyncClient, token: str, db: asyncpg.Connection, price: bytes) -> None:
+    body = (b'{"form": "setItem", "data": [{"ItemCode": "I1", "ItemName": "n", "ItemType": "HH"},'
+            b' {"ItemCode": "I2", "ItemName": "n", "ItemType": "HH", "Price": ' + price + b'}]}')
+    resp = await client.post("/api/SyncData", content=body, headers={"Authorization": token})
+    answer = assert_envelope(resp)
+    assert (resp.status_code, answer["code"]) == (200, 601) and "cannot be stored" in answer["messages"]
+    assert await db.fetchval("SELECT count(*) FROM item") == 0
