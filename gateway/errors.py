@@ -89,11 +89,16 @@ def _conflicting(exc: BaseException) -> GatewayError:
 
 
 def _unstorable(exc: BaseException) -> GatewayError | None:
-    """A value the request sent that PostgreSQL cannot store (a number such as 1e999999): the sender's 601.
+    """A value the request sent that PostgreSQL cannot store (a number such as 1e999999, a NUL character in a
+    text): the sender's 601.
 
     Only these two: other data exceptions (a division by zero in a report, say) are the gateway's own faults.
     """
     text = str(exc)
+    if isinstance(exc, (asyncpg.exceptions.CharacterNotInRepertoireError,
+                        asyncpg.exceptions.UntranslatableCharacterError)):
+        return DataStructureError("A text in the request holds a character PostgreSQL cannot store (the NUL "
+                                  "character, \\u0000)", records=0)
     if isinstance(exc, asyncpg.exceptions.NumericValueOutOfRangeError) or text.startswith("invalid input for"):
         detail = text.rsplit("(", 1)[-1].rstrip(")") if "(" in text else text
         return DataStructureError(f"A number in the request cannot be stored ({detail}): numbers are kept "

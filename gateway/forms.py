@@ -133,9 +133,30 @@ class Column:
         return not self.required and self.default is None
 
 
+# Every number is bounded: amounts, quantities and rates of at most 20 digits before the decimal point. A
+# larger one (1e999999, say) is a sender's mistake that Python's decimal arithmetic and PostgreSQL's numeric
+# type would each refuse in their own way, after validation; bounded here, the schema names its path.
+NUMBER_LIMIT = 10**20
+
+
+def _bound_numbers(schema: Any) -> None:
+    if not isinstance(schema, dict):
+        return
+    types = schema.get("type")
+    if types == "number" or (isinstance(types, list) and "number" in types):
+        schema.setdefault("maximum", NUMBER_LIMIT)
+        schema.setdefault("minimum", -NUMBER_LIMIT)
+    for prop in (schema.get("properties") or {}).values():
+        _bound_numbers(prop)
+    _bound_numbers(schema.get("items"))
+
+
 def load_schema(name: str) -> dict[str, Any]:
+    """A form's JSON Schema as its file says, every number bounded (NUMBER_LIMIT) where the file sets no bound."""
     with open(SCHEMAS_DIR / f"{name}.json", encoding="utf-8") as fh:
-        return json.load(fh)
+        schema = json.load(fh)
+    _bound_numbers(schema)
+    return schema
 
 
 def compile_validator(schema: dict[str, Any]) -> jsonschema_rs.Draft202012Validator:

@@ -86,11 +86,22 @@ def _number(value: Any) -> Any:
     return value
 
 
+def _whole(number: Decimal) -> int | None:
+    """The integer a decimal such as 2.0 is, or None (not whole, or too large to be anything's value)."""
+    if not number.is_finite() or number.adjusted() > 30:
+        return None
+    try:
+        return int(number) if number == number.to_integral_value() else None
+    except (InvalidOperation, OverflowError, ValueError):
+        return None
+
+
 def _integer(value: Any) -> Any:
-    if isinstance(value, str) and _INTEGER.match(value):
+    if isinstance(value, str) and _INTEGER.match(value) and len(value.strip()) <= 30:
         return int(value)
-    if isinstance(value, Decimal) and value == value.to_integral_value():
-        return int(value)
+    if isinstance(value, Decimal):
+        whole = _whole(value)
+        return value if whole is None else whole
     return value
 
 
@@ -115,14 +126,17 @@ def _enum(members: list[Any]) -> Coerce:
             if not flag:
                 return value
             text = "1" if value else "0"
-        elif isinstance(value, Decimal) and value == value.to_integral_value():
-            text = str(int(value))
+        elif isinstance(value, Decimal):
+            whole = _whole(value)
+            if whole is None:
+                return value
+            text = str(whole)
         elif isinstance(value, (int, str)):
             text = value.strip() if isinstance(value, str) else str(value)
             if isinstance(value, str) and _DECIMAL.match(text):
-                number = Decimal(text)
-                if number == number.to_integral_value():
-                    text = str(int(number))
+                whole = _whole(Decimal(text))
+                if whole is not None:
+                    text = str(whole)
         else:
             return value
         return spellings.get(text, value)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
 import asyncpg
@@ -66,6 +66,8 @@ LINE_COLUMNS: dict[str, tuple[str, str]] = {
     "ExpenseCode": ("expense_code", "text"),
 }
 DETAIL = "detail"
+# Significant digits of the sums the checks compute: enough for any sum of bounded amounts to be exact.
+EXACT_DIGITS = 200
 
 
 @dataclass(frozen=True)
@@ -216,8 +218,9 @@ def prepare(form: VoucherForm, data: list[Any], strict: bool = False) -> Voucher
                     if item.get(first) is not None and item.get(first) == item.get(second):
                         batch.fail(index, key, f"/{DETAIL}/{i}/{second}", f"{second} must differ from {first}")
             if form.balanced:
-                debit = sum((line.get("Debit") or 0 for line in doc[DETAIL]), Decimal(0))
-                credit = sum((line.get("Credit") or 0 for line in doc[DETAIL]), Decimal(0))
+                with localcontext(prec=EXACT_DIGITS):
+                    debit = sum((line.get("Debit") or 0 for line in doc[DETAIL]), Decimal(0))
+                    credit = sum((line.get("Credit") or 0 for line in doc[DETAIL]), Decimal(0))
                 if debit != credit:
                     batch.fail(index, key, f"/{DETAIL}", f"debits {debit} do not equal credits {credit}")
         if index in batch.failed_indexes:
@@ -351,6 +354,13 @@ def _sum(doc: dict[str, Any], line_field: str) -> tuple[Decimal, int]:
 
 def _total_errors(form: VoucherForm, doc: dict[str, Any], quantum: Decimal) -> list[tuple[str, str]]:
     """Header totals against the lines, under the currency's rounding (`quantum`, e.g. 1 for VND)."""
+    # Exact sums: numbers may have 20 digits before the point (forms.NUMBER_LIMIT) and many after it, beyond
+    # the 28 significant digits of decimal's default context.
+    with localcontext(prec=EXACT_DIGITS):
+        return _totals_checked(form, doc, quantum)
+
+
+def _totals_checked(form: VoucherForm, doc: dict[str, Any], quantum: Decimal) -> list[tuple[str, str]]:
     problems = []
     for header_field, line_field in form.totals:
         total, _ = _sum(doc, line_field)
@@ -433,7 +443,8 @@ async def _check_allocations(conn: asyncpg.Connection, form: VoucherForm, tenant
             if invoice in seen:
                 batch.fail(index, key, f"/allocation/{i}/InvoiceId", f"InvoiceId '{invoice}' is allocated twice")
             seen.add(invoice)
-        allocated = sum((Decimal(a.get("Amount") or 0) for a in allocations), Decimal(0))
+        with localcontext(prec=EXACT_DIGITS):
+            allocated = sum((Decimal(a.get("Amount") or 0) for a in allocations), Decimal(0))
         if allocations and allocated > Decimal(doc.get("TotalAmount") or 0):
             batch.fail(index, key, "/allocation", f"allocations total {allocated}, more than TotalAmount")
 

@@ -280,6 +280,8 @@ def test_one_meaning_has_one_type_in_every_form() -> None:
             assert prop.get("enum") == ["1", "0", 1, 0], where
         if name.endswith("Date"):
             assert prop.get("format") == "date", where
+        if "number" in _types(prop):  # bounded, so that no number reaches arithmetic or storage it breaks
+            assert "maximum" in prop and "minimum" in prop, where
     # The VAT rate means the same on a sales line and on a purchase invoice's VAT line.
     rates = {path: prop for f, path, prop in seen if path.endswith("TaxRate") and f != "setTaxCode"}
     assert len({repr(sorted(p.items())) for p in rates.values()}) == 1, rates

@@ -63,6 +63,9 @@ def test_what_real_clients_send_is_read_exactly(field: str, sent: Any, read_as: 
     ("SuplierYN", "yes"), ("SuplierYN", 2), ("Status", "7"), ("TaxRate", "10%"), ("TaxRate", True),
     ("PhoneNumber", 901234567),  # an integer would have lost the number's leading zero: not a code
     ("CustomerCode", True), ("CustomerCode", 1.5),
+    # Too large to be anything's value: left whole, for the schema's bounds to refuse, never a crash.
+    ("RefNumber", "1" * 40), ("RefNumber", Decimal("1e999999")), ("TaxRate", "1e999999"),
+    ("SuplierYN", Decimal("1e999999")), ("Status", Decimal("-1e999999")),
 ])
 def test_anything_else_is_left_for_the_schema_to_refuse(field: str, sent: Any) -> None:
     assert read({"CustomerCode": "K", "Name": "n", field: sent})[field] == sent
