@@ -99,16 +99,32 @@ async def run(conn: asyncpg.Connection, form: ReportForm, tenant_id: int,
     return out
 
 
-TRIAL_BALANCE = """
+# The report queries keep one plan shape whatever the statistics say (a new tenant's reports run on tables
+# never analysed, beside other tenants' rows; tests/test_report_plans.py). The tenant's postings are summed
+# first and the master rows (account, customer, item) looked up once per summed row by primary key, in
+# lateral subqueries the planner cannot flatten (OFFSET 0): joined to the postings directly, the master
+# table guessed small was planned as a nested loop filtering all the tenant's accounts for every posting.
+# A voucher looked up from a posting or an allocation names its id and tenant only, its form checked
+# outside the subquery (as gateway/posting.py STORED_VOUCHERS does): with the form inside, voucher_by_date
+# (tenant_id, form, ...) matches as many columns as voucher_by_key, and without statistics the planner may
+# take it and read every voucher of the tenant's form for each posting (an account ledger of 3,000 postings
+# took 0.45-0.6 s instead of 20 ms until ANALYZE; bench/report_plans.py).
+_ACCOUNT = ("LEFT JOIN LATERAL (SELECT a.account_name FROM account a"
+            " WHERE a.tenant_id = $1 AND a.account_code = g.account_code OFFSET 0) a ON true")
+_CUSTOMER = ("LEFT JOIN LATERAL (SELECT c.customer_name FROM customer c"
+             " WHERE c.tenant_id = $1 AND c.customer_code = g.partner_code OFFSET 0) c ON true")
+
+TRIAL_BALANCE = f"""
 SELECT g.account_code AS "AccountCode", a.account_name AS "AccountName",
-       COALESCE(sum(g.debit - g.credit) FILTER (WHERE g.entry_date < $2), 0) AS "Opening",
-       COALESCE(sum(g.debit) FILTER (WHERE g.entry_date >= $2), 0) AS "Debit",
-       COALESCE(sum(g.credit) FILTER (WHERE g.entry_date >= $2), 0) AS "Credit",
-       COALESCE(sum(g.debit - g.credit), 0) AS "Closing"
-FROM gl_entry g
-LEFT JOIN account a ON a.tenant_id = g.tenant_id AND a.account_code = g.account_code
-WHERE g.tenant_id = $1 AND g.entry_date <= $3
-GROUP BY g.account_code, a.account_name
+       g.opening AS "Opening", g.debit AS "Debit", g.credit AS "Credit", g.closing AS "Closing"
+FROM (SELECT account_code,
+             COALESCE(sum(debit - credit) FILTER (WHERE entry_date < $2), 0) AS opening,
+             COALESCE(sum(debit) FILTER (WHERE entry_date >= $2), 0) AS debit,
+             COALESCE(sum(credit) FILTER (WHERE entry_date >= $2), 0) AS credit,
+             COALESCE(sum(debit - credit), 0) AS closing
+      FROM gl_entry WHERE tenant_id = $1 AND entry_date <= $3
+      GROUP BY account_code) g
+{_ACCOUNT}
 ORDER BY g.account_code
 """
 
@@ -134,7 +150,8 @@ SELECT g.entry_date AS "EntryDate", g.form AS "Form", g.voucher_id AS "VoucherId
        (SELECT balance FROM opening)
          + sum(g.debit - g.credit) OVER (ORDER BY g.entry_date, g.form, g.voucher_id, g.entry_no) AS "Balance"
 FROM gl_entry g
-LEFT JOIN voucher v ON v.tenant_id = g.tenant_id AND v.form = g.form AND v.voucher_id = g.voucher_id
+LEFT JOIN LATERAL (SELECT v.form, v.voucher_number, v.description FROM voucher v
+                   WHERE v.voucher_id = g.voucher_id AND v.tenant_id = $1 OFFSET 0) v ON v.form = g.form
 WHERE g.tenant_id = $1 AND g.account_code = $2 AND g.entry_date BETWEEN $3 AND $4
 ORDER BY g.entry_date, g.form, g.voucher_id, g.entry_no
 """
@@ -160,23 +177,22 @@ WITH moves AS (
            COALESCE(sum(qty_in - qty_out) FILTER (WHERE move_date < $3), 0) AS opening,
            COALESCE(sum(qty_in) FILTER (WHERE move_date >= $3), 0) AS qty_in,
            COALESCE(sum(qty_out) FILTER (WHERE move_date >= $3), 0) AS qty_out,
-           sum(qty_in - qty_out) AS quantity
+           sum(qty_in - qty_out) AS quantity,
+           -- Weighted average cost per item of the priced inflows up to the date: the item's sites summed
+           -- in the same pass over the moves, not by a second scan joined back on the item.
+           sum(sum(value_in)) OVER (PARTITION BY item_code)
+             / NULLIF(sum(sum(qty_in) FILTER (WHERE value_in IS NOT NULL)) OVER (PARTITION BY item_code), 0)
+             AS unit_cost
     FROM stock_move WHERE tenant_id = $1 AND move_date <= $2{item}
     GROUP BY item_code, site_code
-),
-cost AS (
-    -- Weighted average cost per item of the priced inflows up to the date.
-    SELECT item_code, sum(value_in) / NULLIF(sum(qty_in), 0) AS unit_cost
-    FROM stock_move WHERE tenant_id = $1 AND move_date <= $2 AND value_in IS NOT NULL{item}
-    GROUP BY item_code
 )
 SELECT m.item_code AS "ItemCode", i.item_name AS "ItemName", i.uom AS "Uom", m.site_code AS "SiteCode",
        m.opening AS "OpeningQuantity", m.qty_in AS "QuantityIn", m.qty_out AS "QuantityOut",
-       m.quantity AS "Quantity", round(c.unit_cost, 4) AS "UnitCost",
-       round(m.quantity * c.unit_cost, 2) AS "Value"
+       m.quantity AS "Quantity", round(m.unit_cost, 4) AS "UnitCost",
+       round(m.quantity * m.unit_cost, 2) AS "Value"
 FROM moves m
-LEFT JOIN cost c ON c.item_code = m.item_code
-LEFT JOIN item i ON i.tenant_id = $1 AND i.item_code = m.item_code
+LEFT JOIN LATERAL (SELECT i.item_name, i.uom FROM item i
+                   WHERE i.tenant_id = $1 AND i.item_code = m.item_code OFFSET 0) i ON true
 WHERE m.quantity <> 0 OR ($4 AND (m.qty_in <> 0 OR m.qty_out <> 0))
 ORDER BY m.item_code, m.site_code
 """
@@ -209,20 +225,21 @@ def _stock(default_to: Callable[[], dt.date]) -> Runner:
 
 BALANCE = """
 SELECT g.partner_code AS "CustomerCode", c.customer_name AS "CustomerName",
-       COALESCE(sum(g.debit - g.credit) FILTER (WHERE g.entry_date < $3), 0) AS "Opening",
-       COALESCE(sum(g.debit) FILTER (WHERE g.entry_date >= $3), 0) AS "Debit",
-       COALESCE(sum(g.credit) FILTER (WHERE g.entry_date >= $3), 0) AS "Credit",
-       sum(g.debit - g.credit) AS "Closing"
-FROM gl_entry g
-LEFT JOIN customer c ON c.tenant_id = g.tenant_id AND c.customer_code = g.partner_code
-WHERE g.tenant_id = $1 AND g.account_code = $2 AND g.entry_date <= $4
-  AND g.partner_code IS NOT NULL{partner}
-GROUP BY g.partner_code, c.customer_name
-HAVING sum(g.debit - g.credit) <> 0 OR bool_or(g.entry_date >= $3 AND (g.debit <> 0 OR g.credit <> 0))
+       g.opening AS "Opening", g.debit AS "Debit", g.credit AS "Credit", g.closing AS "Closing"
+FROM (SELECT partner_code,
+             COALESCE(sum(debit - credit) FILTER (WHERE entry_date < $3), 0) AS opening,
+             COALESCE(sum(debit) FILTER (WHERE entry_date >= $3), 0) AS debit,
+             COALESCE(sum(credit) FILTER (WHERE entry_date >= $3), 0) AS credit,
+             sum(debit - credit) AS closing
+      FROM gl_entry
+      WHERE tenant_id = $1 AND account_code = $2 AND entry_date <= $4 AND partner_code IS NOT NULL{partner}
+      GROUP BY partner_code
+      HAVING sum(debit - credit) <> 0 OR bool_or(entry_date >= $3 AND (debit <> 0 OR credit <> 0))) g
+{customer}
 ORDER BY g.partner_code
 """
-BALANCE_ALL = BALANCE.format(partner="")
-BALANCE_ONE = BALANCE.format(partner=" AND g.partner_code = $5")
+BALANCE_ALL = BALANCE.format(partner="", customer=_CUSTOMER)
+BALANCE_ONE = BALANCE.format(partner=" AND partner_code = $5", customer=_CUSTOMER)
 RECEIVABLE_ACCOUNT = "SELECT account_code FROM posting_account WHERE tenant_id = $1 AND role = $2"
 
 
@@ -245,11 +262,16 @@ OPEN_ITEMS = """
 WITH invoices AS (
     SELECT v.voucher_id, v.voucher_date, v.partner_code, v.total_amount, v.exchange_rate,
            COALESCE((v.document->>'DueDate')::date, v.voucher_date) AS due_date,
-           COALESCE((SELECT sum(a.amount) FROM voucher_allocation a
-                     JOIN voucher p ON p.tenant_id = a.tenant_id AND p.form = a.form AND p.voucher_id = a.voucher_id
-                     WHERE a.tenant_id = v.tenant_id AND a.invoice_form = v.form AND a.invoice_id = v.voucher_id
-                       AND NOT p.deleted AND p.voucher_date <= $3), 0) AS paid
+           COALESCE(a.paid, 0) AS paid
     FROM voucher v
+    -- Summed once per invoice (as a scalar subquery it was evaluated again for every use of `paid`
+    -- below); each paying voucher found by its id and tenant, its form checked outside (see above).
+    CROSS JOIN LATERAL (
+        SELECT sum(a.amount) AS paid FROM voucher_allocation a
+        CROSS JOIN LATERAL (SELECT p.form, p.deleted, p.voucher_date FROM voucher p
+                            WHERE p.voucher_id = a.voucher_id AND p.tenant_id = $1 OFFSET 0) p
+        WHERE a.tenant_id = $1 AND a.invoice_form = v.form AND a.invoice_id = v.voucher_id
+          AND p.form = a.form AND NOT p.deleted AND p.voucher_date <= $3) a
     WHERE v.tenant_id = $1 AND v.form = $2 AND NOT v.deleted AND v.voucher_date <= $3
 ),
 items AS (
