@@ -89,9 +89,9 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     return applied_now
 
 
-# Session settings sent at connection start-up. A SET after connecting would not last: the pool runs
-# RESET ALL whenever a connection is released. UTC makes day boundaries (dateFrom/dateTo) UTC days
-# whatever the server's default time zone.
+# Session settings sent at connection start-up, the one place the gateway sets anything for a session (the
+# pool does not reset connections, see GatewayConnection; everything else is SET LOCAL inside a transaction).
+# UTC makes day boundaries (dateFrom/dateTo) UTC days whatever the server's default time zone.
 SERVER_SETTINGS = {"timezone": "UTC", "application_name": "erp-sync-gateway"}
 
 
