@@ -61,6 +61,8 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
 
 
 def decode_object(body: bytes) -> dict[str, Any]:
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]  # a UTF-8 byte order mark, which some Windows tools write before the JSON
     if not body.strip():
         raise BadRequest("Request body is empty; send a JSON object")
     try:

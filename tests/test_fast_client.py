@@ -291,3 +291,10 @@ async def test_endpoint_paths_match_as_aspnet_routes_do(fast: FastClient) -> Non
         assert answer["records"] == 1, path
     assert (await fast.ok("/api/getdata/", {"form": "getDepartment", "Id": "D09", "dateFrom": "", "dateTo": ""}))[
         "data"][0]["DeptName"] == "Kho"
+
+
+async def test_a_body_with_a_utf8_byte_order_mark_is_read(fast: FastClient) -> None:
+    body = '\ufeff{"form": "setDepartment", "data": [{"DeptCode": "D10", "DeptName": "Kế toán"}]}'.encode()
+    resp = await fast.http.post("/api/SyncData", content=body, headers={"Authorization": fast.token,
+                                                                       "Content-Type": "application/json; charset=utf-8"})
+    assert resp.status_code == 200 and resp.json()["records"] == 1, resp.text
