@@ -16,25 +16,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import re
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import msgspec
 import psutil
 
+from .harness import finish, new_report, serve, set_up
 from .pg import bench_database
-from .procs import BenchError, Service, run_cli, wait_ready
-from .run import free_port, gateway_env, get_token, git_commit, machine_info, server_version
+from .procs import BenchError
+from .run import get_token, server_version
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "pos.json"
@@ -126,33 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("this benchmark drives the gateway with wrk: apt-get install wrk", file=sys.stderr)
         return 2
-    report: dict[str, Any] = {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "scripts/bench.sh pos " + " ".join(sys.argv[1:] if argv is None else argv),
-        "commit": git_commit(), "machine": machine_info(),
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "phases": [],
-    }
+    report = new_report("scripts/bench.sh pos", args, argv)
+    report["phases"] = []
     workdir = Path(tempfile.mkdtemp(prefix="gw-pos-"))
     rc = 0
-    with contextlib.ExitStack() as stack:
+    stack = contextlib.ExitStack()
+    try:
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)
         db = stack.enter_context(bench_database(workdir))
         report["machine"]["postgresql"] = asyncio.run(server_version(db.url))
-        env = gateway_env(db, workdir)
-        password = secrets.token_urlsafe(16)
-        py = sys.executable
-        run_cli([py, "-m", "gateway.cli", "migrate"], env, ROOT)
-        run_cli([py, "-m", "gateway.cli", "tenant", "add", TENANT], env, ROOT)
-        run_cli([py, "-m", "gateway.cli", "user", "add", USER, "--tenant", TENANT, "--role", "writer",
-                 f"--password={password}"], env, ROOT)
-        port = free_port()
-        gateway = Service("gateway", [py, "-m", "gateway.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-                                      "--workers", str(args.workers), "--no-demo"], env, workdir / "gateway.log", ROOT)
+        env, password = set_up(db, workdir, TENANT, USER)
+        gateway, url = serve(args.workers, args.ready_timeout, env, workdir)
         stack.callback(gateway.stop)
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(gateway, url + "/readyz", args.ready_timeout)
-        time.sleep(1)
         token = asyncio.run(get_token(url, password, 30, user=USER))
         pids = [gateway.pid] + ([db.server_pid] if db.server_pid else [])
         for phase in range(args.rounds + 1):  # phase 0 warms every connection and prepared statement up
@@ -160,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             script.write_text(LUA % {"token": token, "prefix": f"R{phase}T"})
             duration = 3 if phase == 0 else args.duration
             gw_cpu, pg_cpu = cpu_seconds([gateway.pid]), cpu_seconds(pids[1:])
-            out = run_wrk(args, url, script, duration)
-            figures = parse_wrk(out)
+            figures = parse_wrk(run_wrk(args, url, script, duration))
             answered = figures["requests"] - figures["non_2xx"]
             figures["gateway_cpu_ms_per_request"] = round((cpu_seconds([gateway.pid]) - gw_cpu) * 1000 / answered, 3)
             figures["postgres_cpu_ms_per_request"] = round((cpu_seconds(pids[1:]) - pg_cpu) * 1000 / answered, 3)
@@ -175,11 +156,26 @@ def main(argv: list[str] | None = None) -> int:
                            "ok": sent <= stored <= sent + args.connections * (args.rounds + 1)}
         if not report["check"]["ok"]:
             rc = 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n")
-    print(msgspec.json.format(msgspec.json.encode({"check": report["check"]}), indent=2).decode())
-    print(f"written: {args.out}")
+    except BenchError as exc:
+        report["error"] = str(exc)
+        rc = 1
+    finally:
+        finish(stack, report, args.out, render)
     return rc
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [f"{report['command']}  ({report['date']}, commit {report.get('commit')})",
+             (f"{'phase':10}{'requests/s':>12}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
+             f"{'gw cpu ms':>11}{'pg cpu ms':>11}")]
+    for p in report.get("phases", []):
+        lines.append(f"{p['phase']:10}{p['requests_per_s']:>12,.0f}{p['p50_ms']:>9}{p['p90_ms']:>9}{p['p99_ms']:>9}"
+                     f"{p['non_2xx']:>9}{p['gateway_cpu_ms_per_request']:>11}{p['postgres_cpu_ms_per_request']:>11}")
+    if "check" in report:
+        lines.append(f"check: {report['check']}")
+    if report.get("error"):
+        lines += ["", f"ERROR: {report['error']}"]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -25,10 +25,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import itertools
-import os
 import random
 import re
-import secrets
 import shutil
 import signal
 import sys
@@ -45,9 +43,10 @@ import psutil
 from gateway.query import STREAM_SETTINGS
 
 from . import data
+from .harness import finish, new_report, serve, set_up
 from .pg import BenchDatabase, bench_database
-from .procs import BenchError, Sampler, Service, run_cli, wait_ready
-from .run import free_port, gateway_env, get_token, git_commit, machine_info, server_version
+from .procs import BenchError, Sampler, Service
+from .run import get_token, server_version
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "pull.json"
@@ -79,35 +78,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # --- set-up ----------------------------------------------------------------------------------------
-
-
-def set_up(db: BenchDatabase, workdir: Path) -> tuple[dict[str, str], str]:
-    """Schema, tenant and user through the gateway's own CLI; returns its environment and the password."""
-    py = sys.executable
-    env = gateway_env(db, workdir)
-    password = secrets.token_urlsafe(16)
-    print("migrating, creating tenant and user through the gateway CLI ...", flush=True)
-    run_cli([py, "-m", "gateway.cli", "migrate"], env, ROOT)
-    run_cli([py, "-m", "gateway.cli", "tenant", "add", TENANT], env, ROOT)
-    run_cli([py, "-m", "gateway.cli", "user", "add", USER, "--tenant", TENANT, "--role", "writer",
-             f"--password={password}"], env, ROOT)
-    return env, password
-
-
-def serve(args: argparse.Namespace, env: dict[str, str], workdir: Path, name: str) -> tuple[Service, str]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(args.workers), "--no-demo"]
-    gateway = Service(name, cmd, env, workdir / f"{name}.log", ROOT)
-    url = f"http://127.0.0.1:{port}"
-    print(f"waiting for the gateway ({url}) ...", flush=True)
-    try:
-        wait_ready(gateway, url + "/readyz", args.ready_timeout)
-    except BaseException:
-        gateway.stop()
-        raise
-    time.sleep(1)  # each worker opens its pool in its own lifespan
-    return gateway, url
 
 
 async def keep_unanalysed(url: str) -> None:
@@ -436,15 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         render_probe(args.rows, args.seed)
         return 0
     signal.signal(signal.SIGTERM, _on_sigterm)
-    report: dict[str, Any] = {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "scripts/bench.sh pull " + " ".join(sys.argv[1:] if argv is None else argv),
-        "commit": git_commit(),
-        "machine": machine_info(),
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "gateway_env": {k: v for k, v in os.environ.items()
-                        if k.startswith("GATEWAY_") and k not in ("GATEWAY_JWT_SECRET", "GATEWAY_DATA_DIR")},
-    }
+    report = new_report("scripts/bench.sh pull", args, argv)
     rc = 0
     workdir = Path(tempfile.mkdtemp(prefix="gw-pull-"))
     stack = contextlib.ExitStack()
@@ -455,14 +417,14 @@ def main(argv: list[str] | None = None) -> int:
         m = report["machine"]
         m["postgresql_kind"] = db.kind
         m["postgresql"] = asyncio.run(server_version(db.url))
-        env, password = set_up(db, workdir)
-        loader, url = serve(args, env, workdir, "gateway-load")
+        env, password = set_up(db, workdir, TENANT, USER)
+        loader, url = serve(args.workers, args.ready_timeout, env, workdir, "gateway-load")
         try:
             asyncio.run(load_phase(args, db, url, password, report))
         finally:
             loader.stop()
         # Pulls are served by workers that never loaded anything: their memory is the pull's own.
-        gateway, url = serve(args, env, workdir, "gateway")
+        gateway, url = serve(args.workers, args.ready_timeout, env, workdir)
         stack.callback(gateway.stop)
         roots = {"gateway": gateway.pid}
         if db.server_pid:
@@ -480,21 +442,10 @@ def main(argv: list[str] | None = None) -> int:
         rc = 1
         raise
     finally:
-        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        old_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            print("stopping everything the benchmark started ...", flush=True)
-            stack.close()
-        finally:
-            signal.signal(signal.SIGINT, old_int)
-            signal.signal(signal.SIGTERM, old_term)
         report["checks"] = checks(args, report)
         if not all(c["ok"] for c in report["checks"]) and rc == 0:
             rc = 1
-        print(render(report), flush=True)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n")
-        print(f"\nwritten: {args.out}", flush=True)
+        finish(stack, report, args.out, render)
     return rc
 
 

@@ -24,9 +24,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import os
 import random
-import secrets
 import shutil
 import signal
 import sys
@@ -41,11 +39,11 @@ import httpx
 import jsonschema_rs
 import msgspec
 
+from .harness import finish, new_report, serve, set_up
 from .load import percentile
 from .pg import bench_database
-from .procs import BenchError, Sampler, run_cli
-from .pull import serve
-from .run import gateway_env, get_token, git_commit, machine_info, server_version
+from .procs import BenchError, Sampler
+from .run import get_token, server_version
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "vouchers.json"
@@ -311,15 +309,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    report: dict[str, Any] = {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "scripts/bench.sh vouchers " + " ".join(sys.argv[1:] if argv is None else argv),
-        "commit": git_commit(),
-        "machine": machine_info(),
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "gateway_env": {k: v for k, v in os.environ.items()
-                        if k.startswith("GATEWAY_") and k not in ("GATEWAY_JWT_SECRET", "GATEWAY_DATA_DIR")},
-    }
+    report = new_report("scripts/bench.sh vouchers", args, argv)
     rc = 0
     workdir = Path(tempfile.mkdtemp(prefix="gw-vouchers-"))
     stack = contextlib.ExitStack()
@@ -328,14 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         print("starting PostgreSQL for the benchmark ...", flush=True)
         db = stack.enter_context(bench_database(workdir))
         report["machine"]["postgresql"] = asyncio.run(server_version(db.url))
-        env = gateway_env(db, workdir)
-        password = secrets.token_urlsafe(16)
-        py = sys.executable
-        run_cli([py, "-m", "gateway.cli", "migrate"], env, ROOT)
-        run_cli([py, "-m", "gateway.cli", "tenant", "add", TENANT], env, ROOT)
-        run_cli([py, "-m", "gateway.cli", "user", "add", USER, "--tenant", TENANT, "--role", "writer",
-                 f"--password={password}"], env, ROOT)
-        gateway, url = serve(args, env, workdir, "gateway")
+        env, password = set_up(db, workdir, TENANT, USER)
+        gateway, url = serve(args.workers, args.ready_timeout, env, workdir)
         stack.callback(gateway.stop)
         roots = {"gateway": gateway.pid}
         if db.server_pid:
@@ -351,18 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         report["error"] = "interrupted"
         rc = 130
     finally:
-        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        old_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            print("stopping everything the benchmark started ...", flush=True)
-            stack.close()
-        finally:
-            signal.signal(signal.SIGINT, old_int)
-            signal.signal(signal.SIGTERM, old_term)
-        print(render(report), flush=True)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n")
-        print(f"\nwritten: {args.out}", flush=True)
+        finish(stack, report, args.out, render)
     return rc
 
 

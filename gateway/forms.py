@@ -201,7 +201,6 @@ class MasterForm:
     row_fields: tuple[str, ...] = field(default=(), repr=False)
     row_fixes: tuple[tuple[int, Any, Callable[[Any], Any] | None], ...] = field(default=(), repr=False)
     field_map: dict[str, str] = field(default_factory=dict, repr=False)
-    field_names: frozenset[str] = field(default=frozenset(), repr=False)
     by_field: dict[str, Column] = field(default_factory=dict, repr=False)
     sql: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -227,7 +226,6 @@ class MasterForm:
         )
         self.by_field = {c.field: c for c in self.columns}
         self.field_map = {c.field.lower(): c.field for c in self.columns}
-        self.field_names = frozenset(c.field for c in self.columns)
         if len(self.field_map) != len(self.columns):
             raise ValueError(f"{self.name}: two fields differ only by case")
         self.validator = compile_validator(self.schema)

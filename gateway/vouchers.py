@@ -302,7 +302,7 @@ async def check(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
     currencies = {r["currency_code"]: r["decimal_places"] for r in await conn.fetch(
         "SELECT currency_code, decimal_places FROM currency WHERE tenant_id = $1 AND NOT deleted"
         " AND currency_code = ANY($2::text[])", tenant_id, sorted({d["Currency"] for _, (_, d) in docs}))}
-    units = await _item_units(conn, form, tenant_id, docs) if form.has_units else {}
+    units = await _item_units(conn, tenant_id, docs) if form.has_units else {}
 
     for key, (index, doc) in docs:
         for ref in form.references:
@@ -398,7 +398,7 @@ GROUP BY i.item_code, i.uom
 """
 
 
-async def _item_units(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int,
+async def _item_units(conn: asyncpg.Connection, tenant_id: int,
                       docs: list[tuple[str, tuple[int, dict[str, Any]]]]) -> dict[str, tuple[str | None, set[str]]]:
     """Per stock-tracked item of the batch (the ones that move stock): its base unit and the units it has a
     conversion for."""

@@ -487,3 +487,17 @@ def assert_envelope(resp: httpx.Response) -> dict[str, Any]:
     assert body["success"] is (body["code"] == 200)
     assert resp.headers.get("x-request-id")
     return body
+
+
+def plan_scans(plan: Any) -> list[dict[str, Any]]:
+    """Every node of an EXPLAIN (FORMAT JSON) plan that reads a table (not the target of an insert or delete)."""
+    out = []
+    if isinstance(plan, dict):
+        if "Relation Name" in plan and plan.get("Node Type") != "ModifyTable":
+            out.append(plan)
+        for value in plan.values():
+            out += plan_scans(value)
+    elif isinstance(plan, list):
+        for value in plan:
+            out += plan_scans(value)
+    return out

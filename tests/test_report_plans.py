@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from conftest import plan_scans
 
 from gateway import reports
 
@@ -83,20 +84,6 @@ class Recorder:
         return await self.conn.fetchval(sql, *args)
 
 
-def _scans(plan: Any) -> list[dict[str, Any]]:
-    """Every plan node that reads a table."""
-    out = []
-    if isinstance(plan, dict):
-        if "Relation Name" in plan:
-            out.append(plan)
-        for value in plan.values():
-            out += _scans(value)
-    elif isinstance(plan, list):
-        for value in plan:
-            out += _scans(value)
-    return out
-
-
 def _condition(scan: dict[str, Any]) -> str:
     """What bounds the scan; for a bitmap heap scan, what its bitmap index scans were given."""
     cond = scan.get("Index Cond", "") + scan.get("Recheck Cond", "")
@@ -128,7 +115,7 @@ async def test_a_small_tenants_reports_read_the_big_tables_by_tenant_and_key(tab
             raw = await db.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", *args)
             plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
             read += plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
-            for scan in _scans(plan):
+            for scan in plan_scans(plan):
                 table = scan["Relation Name"]
                 if table not in BIG_TABLES:
                     continue  # masters and settings: small, and read by key where it matters

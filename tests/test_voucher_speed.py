@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import asyncpg
+from conftest import plan_scans
 from test_vouchers import VoucherApi, invoice, vapi  # noqa: F401  (vapi: the fixture)
 
 from gateway import posting, vouchers
@@ -67,25 +68,11 @@ async def test_a_dry_run_takes_no_number(vapi: VoucherApi, db: asyncpg.Connectio
     assert await db.fetchval("SELECT voucher_number FROM voucher WHERE voucher_id = 'REAL-1'") == "000001"
 
 
-def _scans(plan: Any) -> list[dict[str, Any]]:
-    """Every plan node that reads a table (not the target of an insert or delete)."""
-    out = []
-    if isinstance(plan, dict):
-        if "Relation Name" in plan and plan.get("Node Type") != "ModifyTable":
-            out.append(plan)
-        for value in plan.values():
-            out += _scans(value)
-    elif isinstance(plan, list):
-        for value in plan:
-            out += _scans(value)
-    return out
-
-
 async def _explain(conn: asyncpg.Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
     async with conn.transaction():
         await conn.execute(posting.PLAN_SETTINGS)
         raw = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args)
-    return _scans(json.loads(raw) if isinstance(raw, str) else raw)
+    return plan_scans(json.loads(raw) if isinstance(raw, str) else raw)
 
 
 async def test_write_plans_start_from_the_batch_keys_on_never_analysed_tables(
