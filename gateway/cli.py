@@ -226,7 +226,7 @@ def cmd_tenant_lock(args: argparse.Namespace, settings: Settings) -> None:
         raise CliError(f"--until must be a date yyyy-mm-dd, got {args.until!r}") from None
 
     async def work(conn: asyncpg.Connection) -> None:
-        if await conn.fetchval(QUERIES["tenant_lock"], args.code, until) is None:
+        if not await tenants.lock_period(conn, args.code, until):
             raise CliError(f"no tenant {args.code!r}")
 
     asyncio.run(_with_db(settings, work))

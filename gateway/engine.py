@@ -15,6 +15,7 @@ from .db import ensure_stage, in_transaction
 from .errors import BadRequest, DataStructureError, EmptyData, PayloadTooLarge, summarise
 from .forms import MasterForm
 from .lenient import Warnings
+from .references import GATE_EXCLUSIVE
 
 MODES = ("atomic", "partial")
 # Up to this many records a write sends its rows as arrays in one statement instead of COPY into staging:
@@ -200,15 +201,30 @@ class WriteResult:
     deleted: int = 0
     # With keys asked for: key -> "inserted" / "updated" / "deleted" for the keys that changed.
     changed: dict[tuple, str] = field(default_factory=dict)
+    # Deletes refused because live vouchers use the record (gateway/references.py); in an atomic batch, their
+    # refusal rolled the whole batch back.
+    refused: list[tuple] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {"inserted": self.inserted, "updated": self.updated, "unchanged": self.unchanged,
                 "deleted": self.deleted}
 
 
+class _InUse(Exception):
+    """Deletes refused in an atomic batch: raised to roll the batch back."""
+
+    def __init__(self, keys: list[tuple]) -> None:
+        super().__init__(keys)
+        self.keys = keys
+
+
 async def write(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, batch: Batch,
-                dry_run: bool, with_keys: bool = False) -> WriteResult:
-    """Upsert and delete in one transaction, keys in one order so concurrent batches lock in one order."""
+                dry_run: bool, with_keys: bool = False, atomic: bool = True) -> WriteResult:
+    """Upsert and delete in one transaction, keys in one order so concurrent batches lock in one order.
+
+    A delete of records that live vouchers use is refused (WriteResult.refused): in an atomic batch nothing is
+    written, in a partial one the other records are.
+    """
     records = rows_of(form, list(batch.upserts.values()))  # the merge statement orders them by key
     delete_keys = sorted(batch.deletes)
     delete_arrays = [[k[i] for k in delete_keys] for i in range(len(form.key))]
@@ -222,8 +238,25 @@ async def write(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, batc
     statement = form.sql[("upsert_small" if small else "upsert") + ("_keys" if with_keys else "")]
     arrays = [list(values) for values in zip(*records)] if small else []
 
+    guarded = bool(delete_keys) and form.guard_sql is not None
+
     async def work() -> WriteResult:
         out = WriteResult()
+        deleting = delete_arrays
+        if guarded:
+            # The gate first: voucher writes under way commit, and the lookup that follows sees their lines.
+            await conn.execute(GATE_EXCLUSIVE, tenant_id)
+            used = {r["code"] for r in await conn.fetch(form.guard_sql, tenant_id, delete_arrays[0])}
+            out.refused = [k for k in delete_keys if k[0] in used]
+            if out.refused and atomic:
+                raise _InUse(out.refused)
+            deleting = [[k[0] for k in delete_keys if k[0] not in used]]
+        if delete_keys and (records or len(delete_keys) > 1):
+            # Every stored row of the batch locked first, in the database's key order, in one statement: the
+            # upsert orders its rows by key, but the upsert then the delete (or a delete's join on its own)
+            # would lock in another order than a concurrent batch of the same keys, and deadlock with it.
+            keys = [*batch.upserts, *delete_keys]
+            await conn.execute(form.sql["lock"], tenant_id, *([k[i] for k in keys] for i in range(len(form.key))))
         if records:
             if not small:
                 await conn.copy_records_to_table(form.stage_table, records=records, columns=column_names)
@@ -236,15 +269,19 @@ async def write(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, batc
             else:
                 counts = await conn.fetchrow(statement, tenant_id, form.table, *arrays)
                 out.inserted, out.updated = counts["inserted"], counts["changed"] - counts["inserted"]
-        if delete_keys:
-            gone = await conn.fetch(form.sql["delete"], tenant_id, form.table, *delete_arrays)
+        if deleting[0]:
+            gone = await conn.fetch(form.sql["delete"], tenant_id, form.table, *deleting)
             out.changed.update((tuple(r[k] for k in key_names), "deleted") for r in gone)
             out.deleted = len(gone)
-        out.unchanged = len(records) + len(delete_keys) - out.inserted - out.updated - out.deleted
+        out.unchanged = (len(records) + len(delete_keys) - len(out.refused)
+                         - out.inserted - out.updated - out.deleted)
         return out
 
-    # A small batch without deletes is one statement: no BEGIN and COMMIT around it.
-    return await in_transaction(conn, work, dry_run=dry_run, one_statement=small and not delete_keys)
+    try:
+        # A small batch without deletes is one statement: no BEGIN and COMMIT around it.
+        return await in_transaction(conn, work, dry_run=dry_run, one_statement=small and not delete_keys)
+    except _InUse as refusal:
+        return WriteResult(refused=refusal.keys)
 
 
 def outcomes(form: MasterForm, data: list[Any], batch: Batch, written: WriteResult | None) -> list[dict[str, Any]]:
@@ -277,6 +314,21 @@ class SyncPlan:
     batch: Any
 
 
+def _refusal(form: MasterForm, options: SyncOptions, data: list[Any], batch: Batch) -> DataStructureError:
+    """The 601 of a batch refused whole."""
+    failed = len(batch.failed_indexes)
+    result = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0, "failed": failed,
+              "superseded": batch.superseded}
+    what = "nothing was written" if not options.dry_run else "dry run"
+    extra: dict[str, Any] = {"records": 0, "result": result, "errors": batch.errors}
+    if options.outcomes:
+        extra["outcomes"] = outcomes(form, data, batch, None)
+    if batch.warnings:
+        extra["warnings"] = batch.warnings.as_list()
+    return DataStructureError(f"{failed} of {len(data)} records are invalid; {what}: {summarise(batch.errors)}",
+                              **extra)
+
+
 def plan(form: MasterForm, body: dict[str, Any], max_records: int) -> SyncPlan:
     """Options, records and validation: CPU work done before a database connection is taken."""
     options = parse_options(body)
@@ -287,20 +339,16 @@ def plan(form: MasterForm, body: dict[str, Any], max_records: int) -> SyncPlan:
 async def apply(conn: asyncpg.Connection, tenant_id: int, work: SyncPlan) -> dict[str, Any]:
     """Refuse the request if its records are invalid (atomic mode), else write it; the response fields."""
     form, options, data, batch = work.form, work.options, work.data, work.batch
-    failed = len(batch.failed_indexes)
-    result = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0, "failed": failed,
-              "superseded": batch.superseded}
-    if batch.errors and (options.mode == "atomic" or failed == len(data)):
-        what = "nothing was written" if not options.dry_run else "dry run"
-        extra: dict[str, Any] = {"records": 0, "result": result, "errors": batch.errors}
-        if options.outcomes:
-            extra["outcomes"] = outcomes(form, data, batch, None)
-        if batch.warnings:
-            extra["warnings"] = batch.warnings.as_list()
-        raise DataStructureError(f"{failed} of {len(data)} records are invalid; {what}: {summarise(batch.errors)}",
-                                 **extra)
-    written = await write(conn, form, tenant_id, batch, options.dry_run, with_keys=options.outcomes)
-    result.update(written.counts())
+    if batch.errors and (options.mode == "atomic" or len(batch.failed_indexes) == len(data)):
+        raise _refusal(form, options, data, batch)
+    written = await write(conn, form, tenant_id, batch, options.dry_run, with_keys=options.outcomes,
+                          atomic=options.mode == "atomic")
+    for key in written.refused:
+        _record_error(batch, batch.deletes[key], form.key_text(key), f"/{form.key[0]}",
+                      f"{form.key[0]} '{key[0]}' is used by live vouchers; cancel or change them before deleting it")
+    if written.refused and (options.mode == "atomic" or len(batch.failed_indexes) == len(data)):
+        raise _refusal(form, options, data, batch)
+    result = {**written.counts(), "failed": len(batch.failed_indexes), "superseded": batch.superseded}
     synced = written.inserted + written.updated + written.unchanged + written.deleted
     response: dict[str, Any] = {"records": synced, "fkey": "", "result": result}
     if batch.errors:

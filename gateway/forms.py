@@ -203,6 +203,9 @@ class MasterForm:
     field_map: dict[str, str] = field(default_factory=dict, repr=False)
     by_field: dict[str, Column] = field(default_factory=dict, repr=False)
     sql: dict[str, str] = field(default_factory=dict, repr=False)
+    # The codes among a batch's deletes that live vouchers still use (gateway/references.py); None when no
+    # voucher form refers to this catalog.
+    guard_sql: str | None = field(default=None, repr=False)
 
     def load(self) -> MasterForm:
         self.schema = load_schema(self.schema_name or self.name)
@@ -325,6 +328,16 @@ class MasterForm:
             + " AND ".join(f"t.{k} = u.{k}" for k in keys)
             + f" AND NOT t.deleted\nRETURNING false AS inserted, {', '.join('t.' + k for k in keys)}"
         )
+        # The stored rows of a batch's keys, locked in key order: taken first by a batch that both upserts and
+        # deletes, whose two statements would otherwise lock in two runs of key order, against the one run of
+        # another batch (a deadlock).
+        lock = (
+            f"SELECT 1 FROM {table} AS t JOIN unnest("
+            + ", ".join(f"${i + 2}::{c.pgtype}[]" for i, c in enumerate(self.key_columns))
+            + f") AS u({', '.join(keys)}) ON "
+            + " AND ".join(f"t.{k} = u.{k}" for k in keys)
+            + f" WHERE t.tenant_id = $1 ORDER BY {', '.join('t.' + k for k in keys)} FOR NO KEY UPDATE OF t"
+        )
         # Each statement takes one change number (c), stamps it on the records it changes and appends their
         # keys under that number to the change feed, in the same transaction.
         number = "c AS (SELECT nextval('change_seq') AS id)"
@@ -345,6 +358,7 @@ class MasterForm:
             "upsert_small": f"WITH {number}, w AS ({merge_small}), {log}\n{counts}",
             "upsert_small_keys": f"WITH {number}, w AS ({merge_small}), {log}\n{keyed}",
             "delete": f"WITH {number}, w AS ({delete}), {log}\n{keyed}",
+            "lock": lock,
         }
 
 
@@ -408,4 +422,7 @@ def build_registry(module_names: Iterable[str]) -> Registry:
             # A rule keyed by a misspelt or unknown form would post nothing, silently: refuse to load.
             raise ValueError(f"posting rules for {name!r}: no voucher form of that name is registered")
         form.posting = posting.build()
+    from .references import attach
+
+    attach(registry.forms)
     return registry

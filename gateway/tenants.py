@@ -9,6 +9,7 @@ feed like any synced record.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import functools
 import re
 from typing import Any
@@ -230,3 +231,18 @@ async def create_tenant(conn: asyncpg.Connection, registry: Registry, code: str,
         tenant_id: int = await conn.fetchval(QUERIES["tenant_create"], code, name, base_currency)
         await provision(conn, registry, tenant_id, base_currency, chart)
     return tenant_id
+
+
+async def lock_period(conn: asyncpg.Connection, code: str, until: dt.date | None) -> bool:
+    """Lock the tenant's vouchers dated up to `until` (None: unlock); False when there is no such tenant.
+
+    The reference gate is taken first, so that voucher writes under way, checked against the old period, commit
+    before the new one holds, and those that start later wait and check against the new one.
+    """
+    async with conn.transaction():
+        row = await conn.fetchrow(QUERIES["tenant_by_code"], code)
+        if row is None:
+            return False
+        await conn.execute(QUERIES["reference_gate_exclusive"], row["id"])
+        await conn.execute(QUERIES["tenant_lock"], row["id"], until)
+    return True

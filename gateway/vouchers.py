@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
@@ -21,6 +21,7 @@ import asyncpg
 from . import posting
 from .db import in_transaction
 from .engine import (
+    SyncOptions,
     SyncPlan,
     json_pointer,
     parse_options,
@@ -29,6 +30,7 @@ from .engine import (
 from .errors import BadRequest, DataStructureError, summarise
 from .forms import SYNC_VOUCHER, Column, compile_validator, load_schema
 from .lenient import Warnings, compile_reader
+from .references import GATE_SHARED
 
 # Header fields with a typed column of `voucher` (for checks and GetData filters); the whole document is
 # kept as sent besides.
@@ -64,6 +66,8 @@ LINE_COLUMNS: dict[str, tuple[str, str]] = {
     "DeptCode": ("dept_code", "text"),
     "ContractCode": ("contract_code", "text"),
     "ExpenseCode": ("expense_code", "text"),
+    "TaxCode": ("tax_code", "text"),
+    "CustomerCode": ("customer_code", "text"),
 }
 DETAIL = "detail"
 # Significant digits of the sums the checks compute: enough for any sum of bounded amounts to be exact.
@@ -515,6 +519,10 @@ SELECT voucher_id FROM w
 """
 
 
+_LOCK_VOUCHERS = ("SELECT 1 FROM voucher WHERE voucher_id = ANY($3::text[]) AND tenant_id = $1 AND form = $2"
+                  " ORDER BY voucher_id FOR NO KEY UPDATE")
+
+
 async def _cancel(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, ids: list[str]) -> list[str]:
     """The ids of the live vouchers among `ids`, now cancelled (tombstones)."""
     found = await conn.fetch(_TO_CANCEL, tenant_id, form.name, ids)
@@ -578,7 +586,8 @@ _STORED_NUMBERS = (f"SELECT voucher_id, voucher_number FROM ({posting.STORED_VOU
                    " WHERE voucher_number IS NOT NULL")
 _LOCKED = (f"SELECT voucher_id, voucher_date FROM ({posting.STORED_VOUCHERS}) s"
            " WHERE NOT deleted AND voucher_date <= $4")
-_LIVE = f"SELECT voucher_id FROM ({posting.STORED_VOUCHERS}) s WHERE NOT deleted"
+# Invoices that allocations pay, share-locked until the paying voucher commits: a cancellation of one waits.
+_LIVE = f"SELECT voucher_id FROM ({posting.STORED_VOUCHERS}) s WHERE NOT deleted FOR SHARE"
 _NEXT_NUMBERS = """
 INSERT INTO voucher_counter AS c (tenant_id, form, last_number) VALUES ($1, $2, $3)
 ON CONFLICT (tenant_id, form) DO UPDATE SET last_number = c.last_number + EXCLUDED.last_number
@@ -621,47 +630,38 @@ _NOT_POSTED = (DETAIL, "tax")
 
 async def write(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, batch: VoucherBatch,
                 dry_run: bool) -> dict[str, int]:
+    """The batch's checked vouchers written, inside the caller's transaction (see apply())."""
     ids = sorted(batch.upserts)
     docs = [batch.upserts[k][1] for k in ids]
     cancel_ids = sorted(batch.deletes)
-    unnumbered = [(d, d.get("VoucherNumber")) for d in docs if not d.get("VoucherNumber")]
-    if unnumbered and not dry_run:
-        # Numbers are taken before the writing transaction, each statement committing on its own, so that the
-        # counter's row is locked for a moment rather than until the batch commits: concurrent requests of a
-        # form no longer wait for each other. As with a sequence, numbers taken by a request that then fails
-        # are not given back (a gap in the numbering).
-        await _number(conn, form, tenant_id, ids, docs)
-    statement = write_statement(form)
-
-    async def work() -> dict[str, int]:
-        inserted = updated = cancelled = 0
-        if ids:
-            if unnumbered and dry_run:
-                for doc, sent in unnumbered:  # a retried transaction numbers afresh: the counter rolled back too
-                    doc["VoucherNumber"] = sent
-                await _number(conn, form, tenant_id, ids, docs)
-            header = _header_arrays(form, ids, docs)
-            rows = await conn.fetch(_UPSERT, tenant_id, form.name, *header)
-            inserted = sum(1 for r in rows if r["inserted"])
-            updated = len(rows) - inserted
-            changed = {r["voucher_id"] for r in rows}
-            if updated:
-                # Replace the lines of the stored vouchers that changed, whole: no orphan line survives. A
-                # voucher just inserted has neither lines nor postings yet.
-                await conn.execute(posting.UNPOST_WITH_LINES, tenant_id, form.name,
-                                   sorted(r["voucher_id"] for r in rows if not r["inserted"]))
-            if changed:
-                await conn.execute(posting.PLAN_SETTINGS)
-                await conn.execute(statement, tenant_id, form.name, *_batch_arrays(form, batch, ids, docs, changed))
-        if cancel_ids:
-            gone = await _cancel(conn, form, tenant_id, cancel_ids)
-            cancelled = len(gone)
-            if gone:
-                await conn.execute(posting.UNPOST_WITH_LINES, tenant_id, form.name, gone)
-        unchanged = len(ids) + len(cancel_ids) - inserted - updated - cancelled
-        return {"inserted": inserted, "updated": updated, "unchanged": unchanged, "deleted": cancelled}
-
-    return await in_transaction(conn, work, dry_run=dry_run)
+    inserted = updated = cancelled = 0
+    if cancel_ids and (ids or len(cancel_ids) > 1):
+        # The stored vouchers of the batch locked first, in key order, as a master batch does (engine.write).
+        await conn.execute(_LOCK_VOUCHERS, tenant_id, form.name, [*ids, *cancel_ids])
+    if ids:
+        if dry_run and not all(d.get("VoucherNumber") for d in docs):
+            await _number(conn, form, tenant_id, ids, docs)  # the counter is rolled back with the dry run
+        header = _header_arrays(form, ids, docs)
+        rows = await conn.fetch(_UPSERT, tenant_id, form.name, *header)
+        inserted = sum(1 for r in rows if r["inserted"])
+        updated = len(rows) - inserted
+        changed = {r["voucher_id"] for r in rows}
+        if updated:
+            # Replace the lines of the stored vouchers that changed, whole: no orphan line survives. A
+            # voucher just inserted has neither lines nor postings yet.
+            await conn.execute(posting.UNPOST_WITH_LINES, tenant_id, form.name,
+                               sorted(r["voucher_id"] for r in rows if not r["inserted"]))
+        if changed:
+            await conn.execute(posting.PLAN_SETTINGS)
+            await conn.execute(write_statement(form), tenant_id, form.name,
+                               *_batch_arrays(form, batch, ids, docs, changed))
+    if cancel_ids:
+        gone = await _cancel(conn, form, tenant_id, cancel_ids)
+        cancelled = len(gone)
+        if gone:
+            await conn.execute(posting.UNPOST_WITH_LINES, tenant_id, form.name, gone)
+    unchanged = len(ids) + len(cancel_ids) - inserted - updated - cancelled
+    return {"inserted": inserted, "updated": updated, "unchanged": unchanged, "deleted": cancelled}
 
 
 def _header_arrays(form: VoucherForm, ids: list[str], docs: list[dict[str, Any]]) -> list[list[Any]]:
@@ -709,21 +709,63 @@ def plan(form: VoucherForm, body: dict[str, Any], max_records: int) -> SyncPlan:
     return SyncPlan(form, options, data, prepare(form, data, strict=options.strict))
 
 
-async def apply(conn: asyncpg.Connection, tenant_id: int, work: SyncPlan) -> dict[str, Any]:
-    form, options, data, batch = work.form, work.options, work.data, work.batch
-    if batch.upserts or batch.deletes:
-        await check(conn, form, tenant_id, batch)
+def _refusal(options: SyncOptions, data: list[Any], batch: VoucherBatch) -> DataStructureError:
+    """The 601 of a batch refused whole."""
     failed = len(batch.failed_indexes)
     result = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0, "failed": failed,
               "superseded": batch.superseded}
-    if batch.errors and (options.mode == "atomic" or failed == len(data)):
-        what = "nothing was written" if not options.dry_run else "dry run"
-        extra: dict[str, Any] = {"records": 0, "result": result, "errors": batch.errors}
-        if batch.warnings:
-            extra["warnings"] = batch.warnings.as_list()
-        raise DataStructureError(f"{failed} of {len(data)} vouchers are invalid; {what}: {summarise(batch.errors)}",
-                                 **extra)
-    result.update(await write(conn, form, tenant_id, batch, options.dry_run))
+    what = "nothing was written" if not options.dry_run else "dry run"
+    extra: dict[str, Any] = {"records": 0, "result": result, "errors": batch.errors}
+    if batch.warnings:
+        extra["warnings"] = batch.warnings.as_list()
+    return DataStructureError(f"{failed} of {len(data)} vouchers are invalid; {what}: {summarise(batch.errors)}",
+                              **extra)
+
+
+class _Refused(Exception):
+    """The checks refused the batch whole: raised inside the transaction to roll it back."""
+
+    def __init__(self, batch: VoucherBatch) -> None:
+        super().__init__()
+        self.batch = batch
+
+
+def _attempt(batch: VoucherBatch) -> VoucherBatch:
+    """A copy of the batch for one attempt of the transaction: the checks drop what they refuse, and a
+    transaction run again (after a deadlock) checks the batch as prepared."""
+    return replace(batch, upserts=dict(batch.upserts), deletes=dict(batch.deletes), errors=list(batch.errors),
+                   failed_indexes=set(batch.failed_indexes))
+
+
+async def apply(conn: asyncpg.Connection, tenant_id: int, work: SyncPlan) -> dict[str, Any]:
+    """Check and write the batch in one transaction, under the tenant's reference gate (shared): a master
+    record the vouchers name cannot be deleted, nor the period locked, between the checks and the commit."""
+    form, options, data, prepared = work.form, work.options, work.data, work.batch
+    atomic = options.mode == "atomic"
+    if prepared.errors and (atomic or len(prepared.failed_indexes) == len(data)):
+        raise _refusal(options, data, prepared)
+    ids = sorted(prepared.upserts)
+    docs = [prepared.upserts[k][1] for k in ids]
+    if not options.dry_run and not all(d.get("VoucherNumber") for d in docs):
+        # Numbers are taken before the writing transaction, each statement committing on its own, so that the
+        # counter's row is locked for a moment rather than until the batch commits: concurrent requests of a
+        # form do not wait for each other. As with a sequence, numbers taken by a voucher that is then refused
+        # or rolled back are not given back (a gap in the numbering).
+        await _number(conn, form, tenant_id, ids, docs)
+
+    async def checked_write() -> tuple[VoucherBatch, dict[str, int]]:
+        batch = _attempt(prepared)
+        await conn.execute(GATE_SHARED, tenant_id)
+        await check(conn, form, tenant_id, batch)
+        if batch.errors and (atomic or len(batch.failed_indexes) == len(data)):
+            raise _Refused(batch)
+        return batch, await write(conn, form, tenant_id, batch, options.dry_run)
+
+    try:
+        batch, counts = await in_transaction(conn, checked_write, dry_run=options.dry_run)
+    except _Refused as refused:
+        raise _refusal(options, data, refused.batch) from None
+    result = {**counts, "failed": len(batch.failed_indexes), "superseded": batch.superseded}
     synced = result["inserted"] + result["updated"] + result["unchanged"] + result["deleted"]
     response: dict[str, Any] = {"records": synced, "fkey": "", "result": result}
     if batch.errors:

@@ -55,7 +55,16 @@ ON CONFLICT (tenant_id, role) DO NOTHING
 RETURNING role;
 
 -- name: tenant_lock
-UPDATE tenant SET locked_until = $2 WHERE code = $1 RETURNING id;
+-- Run after reference_gate_exclusive: voucher writes under way finish under the old period first.
+UPDATE tenant SET locked_until = $2 WHERE id = $1 RETURNING id;
+
+-- name: reference_gate_shared
+-- The tenant's reference gate (gateway/references.py), held by a voucher write until it commits.
+SELECT pg_advisory_xact_lock_shared(1450738502, $1);
+
+-- name: reference_gate_exclusive
+-- The tenant's reference gate, held by a delete of referenced masters or a change of the locked period.
+SELECT pg_advisory_xact_lock(1450738502, $1);
 
 -- name: tenant_count
 SELECT count(*) FROM tenant;
