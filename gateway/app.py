@@ -7,6 +7,7 @@ user in the database -> write or query -> respond.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,7 +24,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import auth, engine, idempotency, query, reports, vouchers
+from . import auth, feed, idempotency, query, reports, sync
+from .body import check_shape, nul_path, too_deep
 from .config import Settings
 from .db import create_pool, database_url
 from .errors import (
@@ -34,10 +36,11 @@ from .errors import (
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
+    shorten,
 )
 from .forms import GET_DATA, SYNC_DATA, SYNC_VOUCHER, Registry, build_registry
 from .logging import configure_logging
-from .responses import render_error, success, utc_iso
+from .responses import SECURITY_HEADERS, render_error, success, utc_iso
 
 log = structlog.get_logger("gateway")
 
@@ -60,15 +63,39 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def decode_object(body: bytes) -> dict[str, Any]:
+# Half a UTF-16 pair: a \uD800-\uDBFF escape that no \uDC00-\uDFFF one follows, or one of those that none of
+# the first kind precedes (escapes only: an escaped backslash and a "u" are text). msgspec reports some of
+# these as "Input data was truncated".
+_HIGH, _LOW = rb"\\u[dD][89abAB][0-9a-fA-F]{2}", rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+_LONE_SURROGATE = re.compile(rb"(?<!\\)(?:\\\\)*(" + _HIGH + rb"(?!" + _LOW + rb")|(?<!" + _HIGH + rb")" + _LOW + rb")")
+
+
+def _json_problem(body: bytes, exc: msgspec.DecodeError) -> str:
+    """msgspec's reason, or what is really wrong where its words would mislead."""
+    text = str(exc)
+    if text == "Input data was truncated" or "surrogate" in text:
+        lone = _LONE_SURROGATE.search(body)
+        if lone:
+            return f"lone surrogate: the escape {lone.group(1).decode()} is half of a UTF-16 pair, without the other"
+    if text == "Input data was truncated":
+        return "the JSON ends before its last value is complete"
+    if text == "Invalid UTF-8 encoded string":
+        return "invalid UTF-8: the body must be UTF-8 encoded text"
+    return text
+
+
+def decode_object(body: bytes, max_records: int = Settings.max_records) -> dict[str, Any]:
     if body.startswith(b"\xef\xbb\xbf"):
         body = body[3:]  # a UTF-8 byte order mark, which some Windows tools write before the JSON
     if not body.strip():
         raise BadRequest("Request body is empty; send a JSON object")
+    check_shape(body, max_records)  # depth, values, strings and records, measured before any is built
     try:
         value = _decoder.decode(body)
     except msgspec.DecodeError as exc:
-        raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+        raise BadRequest(f"Request body is not valid JSON: {_json_problem(body, exc)}") from None
+    except RecursionError:  # unclosed brackets, which check_shape leaves to the decoder
+        raise too_deep() from None
     if not isinstance(value, dict):
         raise BadRequest("Request body must be a JSON object")
     return value
@@ -86,6 +113,7 @@ class Gateway:
         self.registry = registry
         self.tokens = auth.TokenService(settings.resolved_secret(), settings.token_ttl_seconds,
                                         settings.jwt_issuer, settings.jwt_audience)
+        self.cursors = feed.Cursors(settings.resolved_secret())
         self.pool: asyncpg.Pool | None = None
 
     def require_pool(self) -> asyncpg.Pool:
@@ -101,9 +129,10 @@ async def get_token(request: Request) -> Response:
     username, password = lowered.get("username"), lowered.get("password")
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
         raise BadRequest("Fields 'username' and 'password' are required strings")
-    structlog.contextvars.bind_contextvars(user=username)
-    async with gw.require_pool().acquire() as conn:
-        issued = await auth.login(conn, gw.tokens, username, password)
+    structlog.contextvars.bind_contextvars(user=username[:auth.MAX_USERNAME])
+    # Failed logins count against the address the connection came from (see auth.client_key).
+    issued = await auth.login(gw.require_pool(), gw.tokens, username, password,
+                              request.client.host if request.client else None)
     return success("Success", token={"accesstoken": issued.token, "expires": utc_iso(issued.expires)})
 
 
@@ -115,7 +144,7 @@ def _endpoint_handler(endpoint: str) -> Callable[[Request], Awaitable[Response]]
         claims = auth.claims_from_header(gw.tokens, request.headers.get("authorization"))
         structlog.contextvars.bind_contextvars(user=claims["sub"], tenant=claims["tenant"])
         raw = await read_body(request, gw.settings.max_body_bytes)
-        body = decode_object(raw)
+        body = decode_object(raw, gw.settings.max_records)
         form, op = gw.registry.resolve(endpoint, next((v for k, v in body.items() if k.lower() == "form"), None))
         structlog.contextvars.bind_contextvars(form=form.name if op == "sync" else form.get_name)
         if op == "get":
@@ -126,13 +155,16 @@ def _endpoint_handler(endpoint: str) -> Callable[[Request], Awaitable[Response]]
                     out = await reports.run(conn, form, principal.tenant_id, body)
                 else:
                     # A pull without `limit` is streamed: it reads on a connection of its own from the pool.
-                    out = await query.get(conn, form, principal.tenant_id, body, pool=pool)
+                    out = await query.get(conn, form, principal.tenant_id, body, pool=pool, cursors=gw.cursors)
             return out if isinstance(out, Response) else success("SUCCESS", **out)
 
         if claims["role"] not in auth.WRITE_ROLES:
             raise Forbidden(f"Role '{claims['role']}' may read but not write")
+        nul = nul_path(raw, body)
+        if nul is not None:
+            raise BadRequest(f"The text at {shorten(nul, tail=32)} holds a NUL character (\\u0000), which cannot be "
+                             "stored", field=shorten(nul, tail=32))
         key = idempotency.check_key(request.headers.get(idempotency.HEADER))
-        sync = vouchers if form.kind == "voucher" else engine
         work = sync.plan(form, body, gw.settings.max_records)  # validation holds no connection
         # One connection per request: the user's current state, then the work.
         async with pool.acquire() as conn:
@@ -145,8 +177,16 @@ def _endpoint_handler(endpoint: str) -> Callable[[Request], Awaitable[Response]]
                 log.info("idempotent_replay", status=stored.status)
                 return Response(stored.body, status_code=stored.status, media_type="application/json",
                                 headers={"Idempotent-Replayed": "true"})
+            tenant_id = principal.tenant_id
+
+            async def keep(out: dict[str, Any]) -> None:
+                # The answer is stored in the work's own transaction: a request that dies after its commit
+                # leaves its answer for the retry to replay (finish() below stores it again, and unlocks).
+                answer = success("SUCCESS", **out)
+                await idempotency.store(conn, tenant_id, key, answer.status_code, bytes(answer.body))
+
             try:
-                response = _synced(await sync.apply(conn, principal.tenant_id, work))
+                response = _synced(await sync.apply(conn, tenant_id, work, keep=keep))
             except Exception as exc:  # noqa: BLE001 - every failure is answered, through the same table
                 # Rendered here rather than by ErrorEnvelope so that the answer can be stored for a retry to
                 # replay; finish() keeps only final answers (a 601, say) and releases the key after a 409/5xx.
@@ -231,7 +271,8 @@ async def on_routing_error(request: Request, exc: Exception) -> Response:
 
 
 class RequestContext:
-    """Request id (from X-Request-ID when sane, else new), bound to every log line and echoed back."""
+    """Request id (from X-Request-ID when sane, else new), bound to every log line and echoed back; the
+    security headers (responses.SECURITY_HEADERS) on every answer."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -252,7 +293,8 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                # Every answer, errors, 404s and streamed pulls included, with the security headers too.
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
             await send(message)
 
         try:

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+import ipaddress
+import os
+import random
+import sys
+import threading
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import asyncpg
@@ -12,13 +20,34 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from .db import QUERIES
-from .errors import Forbidden, InvalidCredentials, Unauthorized
+from .errors import Forbidden, InvalidCredentials, TooManyRequests, Unauthorized
 
 ROLES = ("admin", "writer", "reader")
-# The user's token version when the token was issued; passwd and disable bump it. Tokens issued before the
-# claim existed have none and count as version 0.
+# The user's token version when the token was issued; passwd, disable and a role change bump it. Tokens
+# issued before the claim existed have none and count as version 0.
 VERSION_CLAIM = "ver"
 WRITE_ROLES = frozenset({"admin", "writer"})
+MAX_USERNAME = 128  # app_user.username's limit: a longer name is no user's
+
+# Passwords are verified on threads of their own (argon2-cffi releases the GIL while it hashes), so that a
+# login takes nothing from the event loop and the other requests it serves. At most VERIFY_THREADS at once
+# per process: each verification takes a core or more and 64 MiB while it runs. Up to VERIFY_QUEUE more
+# logins wait for a thread; one beyond those is answered 429 at once rather than left to pile up.
+VERIFY_THREADS = 2
+VERIFY_QUEUE = 16
+BUSY_RETRY_AFTER = 1  # seconds
+# The verification threads run at a lower priority (a nice value, on Linux) than the event loop: while
+# logins keep the cores busy, the requests of other tenants still get the CPU first.
+VERIFY_NICE = 10
+
+# Failed logins are counted in PostgreSQL, so the limits hold across workers and hosts: per client address
+# and username (the pair) and per client address, in windows of THROTTLE_WINDOW_SECONDS. Past a limit, a
+# login is answered 429 with Retry-After, a correct password too, and no password is verified. Nothing is
+# counted per username alone: failures from one address must not lock the user out at another.
+THROTTLE_WINDOW_SECONDS = 15 * 60
+MAX_FAILURES_PER_PAIR = 10
+MAX_FAILURES_PER_ADDRESS = 100
+THROTTLE_PURGE_CHANCE = 0.01  # the share of logins that also delete the counts whose window has passed
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 # Verified when the username is unknown, so that an unknown user costs as much as a wrong password.
@@ -48,6 +77,66 @@ def verify_password(stored_hash: str | None, password: str) -> bool:
         return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+
+
+def _lower_priority() -> None:
+    """Give the calling thread (only it: Linux keeps a nice value per thread) a lower priority."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), VERIFY_NICE)
+
+
+class Verifier:
+    """verify_password on a few threads of its own, with a bounded number of logins waiting for one."""
+
+    def __init__(self, threads: int, queue: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2",
+                                        initializer=_lower_priority)
+        self._limit = threads + queue
+        self._taken = 0
+        self._lock = threading.Lock()
+
+    def admit(self) -> None:
+        """Take a place for one verification, or refuse the login (429) when every place is taken."""
+        with self._lock:
+            if self._taken >= self._limit:
+                raise TooManyRequests("Too many logins in progress; retry in a moment",
+                                      retry_after=BUSY_RETRY_AFTER)
+            self._taken += 1
+
+    def release(self, _: Future[bool] | None = None) -> None:
+        with self._lock:
+            self._taken -= 1
+
+    async def verify(self, stored_hash: str | None, password: str) -> bool:
+        """Verify on a thread, in a place admit() took. The place is given back when the thread is done with
+        it, not when the caller stops waiting: a login whose client went away still holds its thread."""
+        future = self._pool.submit(verify_password, stored_hash, password)
+        future.add_done_callback(self.release)
+        return await asyncio.wrap_future(future)
+
+
+_verifier = Verifier(VERIFY_THREADS, VERIFY_QUEUE)
+
+
+def client_key(host: str | None) -> str:
+    """The address a client's failed logins count against: the address the connection came from.
+
+    X-Forwarded-For is not read: any client can write it. Behind a reverse proxy, then, every client counts
+    as the proxy. An IPv6 client counts as its /64, which one subscriber usually holds whole (counting single
+    addresses would hand an attacker 2**64 fresh counts).
+    """
+    if not host:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 @dataclass(frozen=True)
@@ -119,11 +208,46 @@ def token_from_header(value: str | None) -> str:
     return value
 
 
-async def login(conn: asyncpg.Connection, tokens: TokenService, username: str, password: str) -> IssuedToken:
-    row = await conn.fetchrow(QUERIES["user_for_login"], username)
-    ok = verify_password(row["password_hash"] if row else None, password)
+async def count_attempt(conn: asyncpg.Connection, client: str, username: str) -> None:
+    """Count a login attempt against its client and username, or refuse it (429) while either is throttled.
+
+    Counted before the password is verified, so that concurrent attempts cannot slip past a limit together;
+    a successful login takes its attempt off again (login_attempt_succeeded).
+    """
+    if random.random() < THROTTLE_PURGE_CHANCE:
+        await conn.execute(QUERIES["login_throttle_purge"], float(THROTTLE_WINDOW_SECONDS))
+    wait = await conn.fetchval(QUERIES["login_attempt_begin"], client, username, float(THROTTLE_WINDOW_SECONDS),
+                               MAX_FAILURES_PER_PAIR, MAX_FAILURES_PER_ADDRESS)
+    if wait is not None:
+        raise TooManyRequests(f"Too many failed logins; retry in {wait} seconds", retry_after=wait)
+
+
+async def login(pool: asyncpg.Pool, tokens: TokenService, username: str, password: str,
+                client_host: str | None = None) -> IssuedToken:
+    """A token for the right password; 401 for anything else, 429 while the client is throttled or every
+    verification place is taken.
+
+    No connection is held while the password is verified: logins waiting for a thread must not take the
+    connections other requests need.
+    """
+    client = client_key(client_host)
+    # A name that cannot be a user's is counted under a name that can be stored, and is looked up as nobody.
+    name = username[:MAX_USERNAME].replace("\0", "\ufffd")
+    _verifier.admit()
+    verifying = False
+    try:
+        async with pool.acquire() as conn:
+            await count_attempt(conn, client, name)
+            row = await conn.fetchrow(QUERIES["user_for_login"], name) if name == username else None
+        verifying = True
+        ok = await _verifier.verify(row["password_hash"] if row else None, password)
+    finally:
+        if not verifying:
+            _verifier.release()
     if not ok or row is None or row["disabled"]:
         raise InvalidCredentials()
+    async with pool.acquire() as conn:
+        await conn.execute(QUERIES["login_attempt_succeeded"], client, name)
     return tokens.issue(row["username"], row["tenant_code"], row["role"], version=row["token_version"])
 
 

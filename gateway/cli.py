@@ -262,6 +262,15 @@ def cmd_user_passwd(args: argparse.Namespace, settings: Settings) -> None:
     print(f"password of {args.username!r} changed; tokens issued before now are refused")
 
 
+def cmd_user_role(args: argparse.Namespace, settings: Settings) -> None:
+    async def work(conn: asyncpg.Connection) -> None:
+        if await conn.fetchval(QUERIES["user_set_role"], args.username, args.role) is None:
+            raise CliError(f"no user {args.username!r}")
+
+    asyncio.run(_with_db(settings, work))
+    print(f"role of {args.username!r} set to {args.role}; tokens issued before now are refused")
+
+
 def _set_disabled(disabled: bool) -> Callable[[argparse.Namespace, Settings], None]:
     def command(args: argparse.Namespace, settings: Settings) -> None:
         async def work(conn: asyncpg.Connection) -> None:
@@ -331,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     u_pw.add_argument("username")
     password_opts(u_pw)
     u_pw.set_defaults(func=cmd_user_passwd)
+
+    u_role = user.add_parser("role", help="change a user's role (its tokens are refused from then on)")
+    u_role.add_argument("username")
+    u_role.add_argument("role", choices=auth.ROLES)
+    u_role.set_defaults(func=cmd_user_role)
 
     for name, disabled in (("disable", True), ("enable", False)):
         p = user.add_parser(name, help=f"{name} a user")

@@ -31,6 +31,19 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
     return value
 
 
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
 def _bool(env: dict[str, str], name: str) -> bool:
     raw = (env.get(name) or "").strip().lower()
     if raw in ("", "0", "false", "no", "off"):
@@ -50,6 +63,9 @@ class Settings:
     jwt_audience: str = "erp-sync-api"
     pool_min_size: int = 2
     pool_max_size: int = 10
+    # How long a request waits for a free database connection before it answers 503 (Retry-After): a worker
+    # whose connections are all busy sheds load instead of queueing requests without bound.
+    pool_timeout_seconds: float = 5.0
     max_body_bytes: int = 64 * 1024 * 1024
     max_records: int = 10_000
     log_level: str = "INFO"
@@ -74,6 +90,7 @@ class Settings:
             jwt_audience=env.get("GATEWAY_JWT_AUDIENCE") or "erp-sync-api",
             pool_min_size=_int(env, "GATEWAY_POOL_MIN", 2),
             pool_max_size=_int(env, "GATEWAY_POOL_MAX", 10),
+            pool_timeout_seconds=_seconds(env, "GATEWAY_POOL_TIMEOUT", 5.0),
             max_body_bytes=_int(env, "GATEWAY_MAX_BODY_BYTES", 64 * 1024 * 1024),
             max_records=_int(env, "GATEWAY_MAX_RECORDS", 10_000),
             log_level=(env.get("GATEWAY_LOG_LEVEL") or "INFO").upper(),

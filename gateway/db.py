@@ -96,20 +96,30 @@ SERVER_SETTINGS = {"timezone": "UTC", "application_name": "erp-sync-gateway"}
 
 
 class GatewayConnection(asyncpg.Connection):
-    """A connection that remembers which temporary staging tables it has created already."""
+    """A connection that remembers which temporary staging tables it has created already, and which
+    session-level advisory locks it may hold."""
 
-    __slots__ = ("staged",)
+    __slots__ = ("session_locks", "staged")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.staged: set[str] = set()
+        # Session advisory locks taken (or being taken) on this connection and not yet released: see
+        # idempotency.py, which adds a lock here before it asks for it and removes it once released.
+        self.session_locks: set[int] = set()
 
     def get_reset_query(self) -> str:
-        # The pool sends this when a connection comes back (RESET ALL, CLOSE ALL, UNLISTEN, advisory unlock):
-        # a round trip per request, for state the gateway never leaves behind. It sets nothing for the session
-        # (only SET LOCAL, inside transactions), listens to nothing and takes no advisory lock on pooled
-        # connections; an open transaction is still rolled back by the pool whatever this returns.
-        return ""
+        # The pool sends this when a connection comes back (asyncpg's default: RESET ALL, CLOSE ALL, UNLISTEN,
+        # advisory unlock): a round trip per request, for state the gateway never leaves behind. It sets
+        # nothing for the session (only SET LOCAL, inside transactions) and listens to nothing. The one
+        # session state it takes, an Idempotency-Key's advisory lock, is released by the request itself; a
+        # request cut short before it could (cancelled, or failed half-way) leaves it here, to be released
+        # before the connection serves anyone else. An open transaction is rolled back by the pool whatever
+        # this returns.
+        if not self.session_locks:
+            return ""
+        self.session_locks.clear()
+        return "SELECT pg_advisory_unlock_all()"
 
 
 async def ensure_stage(conn: Any, name: str, ddl: str) -> None:
@@ -132,17 +142,70 @@ async def init_connection(conn: asyncpg.Connection) -> None:
                               encoder=lambda v: _json_encoder.encode(v).decode(), decoder=_json_decoder.decode)
 
 
+class DatabaseUnreachable(ConnectionError):
+    """Connecting failed with an OSError that is no ConnectionError of its own: the server's socket file is
+    missing (FileNotFoundError) while it is stopped, say. Raised as a ConnectionError, so that a request
+    meeting it answers 503 (errors.TRANSLATIONS) as it does when the server refuses the connection."""
+
+
+async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except (ConnectionError, TimeoutError):
+        raise
+    except OSError as exc:
+        raise DatabaseUnreachable(f"Cannot reach the database: {exc}") from exc
+
+
+# What connecting meets while the server is down, starting or stopping, or full: the gateway starts anyway
+# and answers 503 until it is back. A wrong password or database name still stops it at once.
+UNREACHABLE = (OSError, asyncpg.exceptions.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
+               asyncpg.exceptions.TooManyConnectionsError)
+
+
+class GatewayPool(asyncpg.Pool):
+    """A pool whose acquire() waits for a free connection at most `acquire_timeout` seconds unless told
+    otherwise: every request, wherever it takes its connection, then answers 503 (asyncio.TimeoutError) when
+    all are busy for that long, instead of queueing without bound."""
+
+    __slots__ = ("acquire_timeout",)
+
+    def __init__(self, *args: Any, acquire_timeout: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+
+async def _open_pool(url: str, **options: Any) -> GatewayPool:
+    # asyncpg.create_pool with its defaults, for a pool of the class above.
+    pool = GatewayPool(url, max_queries=50_000, max_inactive_connection_lifetime=300.0, loop=None,
+                       record_class=asyncpg.Record, **options)
+    await pool
+    return pool
+
+
 async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
-    return await asyncpg.create_pool(
-        url,
-        connection_class=GatewayConnection,
-        init=init_connection,
-        min_size=min(settings.pool_min_size, settings.pool_max_size),
-        max_size=settings.pool_max_size,
-        server_settings=SERVER_SETTINGS,
+    options: dict[str, Any] = {
+        "acquire_timeout": settings.pool_timeout_seconds,
+        "connect": _connect,
+        "connection_class": GatewayConnection,
+        "init": init_connection,
+        "min_size": min(settings.pool_min_size, settings.pool_max_size),
+        "max_size": settings.pool_max_size,
+        "server_settings": SERVER_SETTINGS,
         # Prepared statements are cached per connection; generated form SQL is reused on every request.
-        statement_cache_size=512,
-    )
+        "statement_cache_size": 512,
+    }
+    try:
+        return await _open_pool(url, **options)
+    except UNREACHABLE as exc:
+        # A worker started during an outage serves anyway (/healthz up, /readyz and the API 503): the pool
+        # starts empty, without its minimum of idle connections, and connects on demand once the database
+        # is back.
+        log.warning("database_unavailable", error=repr(exc))
+        return await _open_pool(url, **{**options, "min_size": 0, "init_size": 0})
 
 
 async def connect(url: str) -> asyncpg.Connection:

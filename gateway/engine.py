@@ -1,21 +1,28 @@
-"""The sync engine: records in, validated rows out, one batched upsert per request.
+"""Master records for the write core (gateway/sync.py): records in, validated rows out, one batched upsert.
 
-Stages: options -> prepare (normalise names, validate, fold repeated keys) -> write (sorted, set-based,
-in one transaction) -> result. Any master form runs through here unchanged.
+Request options, records and validation (normalise names, validate, fold repeated keys: `prepare`), then the
+write (sorted, set-based: `write`), and MASTERS, what the core calls. Any master form runs through here
+unchanged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
 
-from .db import ensure_stage, in_transaction
-from .errors import BadRequest, DataStructureError, EmptyData, PayloadTooLarge, summarise
+from .db import ensure_stage
+from .errors import (
+    MESSAGE_CHARS,
+    BadRequest,
+    EmptyData,
+    PayloadTooLarge,
+    shorten,
+)
 from .forms import MasterForm
 from .lenient import Warnings
-from .references import GATE_EXCLUSIVE
+from .references import GATE_EXCLUSIVE, GATE_SHARED
 
 MODES = ("atomic", "partial")
 # Up to this many records a write sends its rows as arrays in one statement instead of COPY into staging:
@@ -92,7 +99,8 @@ class Batch:
 
 
 def _record_error(batch: Batch, index: int, key: str | None, path: str, message: str) -> None:
-    batch.errors.append({"index": index, "key": key, "path": path, "message": message})
+    batch.errors.append({"index": index, "key": key if key is None else shorten(key), "path": shorten(path, tail=64),
+                         "message": shorten(message, MESSAGE_CHARS, tail=64)})
     batch.failed_indexes.add(index)
 
 
@@ -200,163 +208,103 @@ class WriteResult:
     unchanged: int = 0
     deleted: int = 0
     # With keys asked for: key -> "inserted" / "updated" / "deleted" for the keys that changed.
-    changed: dict[tuple, str] = field(default_factory=dict)
-    # Deletes refused because live vouchers use the record (gateway/references.py); in an atomic batch, their
-    # refusal rolled the whole batch back.
-    refused: list[tuple] = field(default_factory=list)
+    changed: dict[Any, str] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         return {"inserted": self.inserted, "updated": self.updated, "unchanged": self.unchanged,
                 "deleted": self.deleted}
 
 
-class _InUse(Exception):
-    """Deletes refused in an atomic batch: raised to roll the batch back."""
-
-    def __init__(self, keys: list[tuple]) -> None:
-        super().__init__(keys)
-        self.keys = keys
-
-
 async def write(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, batch: Batch,
-                dry_run: bool, with_keys: bool = False, atomic: bool = True) -> WriteResult:
-    """Upsert and delete in one transaction, keys in one order so concurrent batches lock in one order.
-
-    A delete of records that live vouchers use is refused (WriteResult.refused): in an atomic batch nothing is
-    written, in a partial one the other records are.
-    """
+                with_keys: bool = False) -> WriteResult:
+    """Upsert and delete, keys in one order so concurrent batches lock in one order; inside the caller's
+    transaction (or as the one statement that is a transaction by itself, see MASTERS.one_statement)."""
     records = rows_of(form, list(batch.upserts.values()))  # the merge statement orders them by key
     delete_keys = sorted(batch.deletes)
-    delete_arrays = [[k[i] for k in delete_keys] for i in range(len(form.key))]
     key_names = [c.name for c in form.key_columns]
-    column_names = [c.name for c in form.columns]
     small = len(records) <= SMALL_BATCH
-    if records and not small:
-        # Outside the transaction: a rollback (dry run, retry) must not undo it behind the connection's back.
-        await ensure_stage(conn, form.stage_table, form.sql["stage_create"])
     # A few records travel as one array per column in the statement itself; many go through COPY.
     statement = form.sql[("upsert_small" if small else "upsert") + ("_keys" if with_keys else "")]
-    arrays = [list(values) for values in zip(*records)] if small else []
-
-    guarded = bool(delete_keys) and form.guard_sql is not None
-
-    async def work() -> WriteResult:
-        out = WriteResult()
-        deleting = delete_arrays
-        if guarded:
-            # The gate first: voucher writes under way commit, and the lookup that follows sees their lines.
-            await conn.execute(GATE_EXCLUSIVE, tenant_id)
-            used = {r["code"] for r in await conn.fetch(form.guard_sql, tenant_id, delete_arrays[0])}
-            out.refused = [k for k in delete_keys if k[0] in used]
-            if out.refused and atomic:
-                raise _InUse(out.refused)
-            deleting = [[k[0] for k in delete_keys if k[0] not in used]]
-        if delete_keys and (records or len(delete_keys) > 1):
-            # Every stored row of the batch locked first, in the database's key order, in one statement: the
-            # upsert orders its rows by key, but the upsert then the delete (or a delete's join on its own)
-            # would lock in another order than a concurrent batch of the same keys, and deadlock with it.
-            keys = [*batch.upserts, *delete_keys]
-            await conn.execute(form.sql["lock"], tenant_id, *([k[i] for k in keys] for i in range(len(form.key))))
-        if records:
-            if not small:
-                await conn.copy_records_to_table(form.stage_table, records=records, columns=column_names)
-            if with_keys:
-                changed = await conn.fetch(statement, tenant_id, form.table, *arrays)
-                out.inserted = sum(1 for r in changed if r["inserted"])
-                out.updated = len(changed) - out.inserted
-                out.changed.update((tuple(r[k] for k in key_names), "inserted" if r["inserted"] else "updated")
-                                   for r in changed)
-            else:
-                counts = await conn.fetchrow(statement, tenant_id, form.table, *arrays)
-                out.inserted, out.updated = counts["inserted"], counts["changed"] - counts["inserted"]
-        if deleting[0]:
-            gone = await conn.fetch(form.sql["delete"], tenant_id, form.table, *deleting)
-            out.changed.update((tuple(r[k] for k in key_names), "deleted") for r in gone)
-            out.deleted = len(gone)
-        out.unchanged = (len(records) + len(delete_keys) - len(out.refused)
-                         - out.inserted - out.updated - out.deleted)
-        return out
-
-    try:
-        # A small batch without deletes is one statement: no BEGIN and COMMIT around it.
-        return await in_transaction(conn, work, dry_run=dry_run, one_statement=small and not delete_keys)
-    except _InUse as refusal:
-        return WriteResult(refused=refusal.keys)
-
-
-def outcomes(form: MasterForm, data: list[Any], batch: Batch, written: WriteResult | None) -> list[dict[str, Any]]:
-    """What happened to each record of the request, by index."""
-    written_at = {index: key for key, index in batch.index_of.items()}
-    out = []
-    for index in range(len(data)):
-        record = data[index]
-        key = batch.key_at.get(index)
-        key_text = form.key_text(key) if key is not None else None
-        if index in batch.failed_indexes:
-            status = "failed"
-        elif index not in written_at:
-            status = "superseded"
-        elif written is None:
-            status = "not_written"
+    out = WriteResult()
+    if delete_keys and (records or len(delete_keys) > 1):
+        # Every stored row of the batch locked first, in the database's key order, in one statement: the
+        # upsert orders its rows by key, but the upsert then the delete (or a delete's join on its own)
+        # would lock in another order than a concurrent batch of the same keys, and deadlock with it.
+        keys = [*batch.upserts, *delete_keys]
+        await conn.execute(form.sql["lock"], tenant_id, *([k[i] for k in keys] for i in range(len(form.key))))
+    if records:
+        if small:
+            arrays = [list(values) for values in zip(*records)]
         else:
-            status = written.changed.get(written_at[index], "unchanged")
-        out.append({"index": index, "key": key_text if isinstance(record, dict) else None, "status": status})
+            arrays = []
+            await conn.copy_records_to_table(form.stage_table, records=records,
+                                             columns=[c.name for c in form.columns])
+        if with_keys:
+            changed = await conn.fetch(statement, tenant_id, form.table, *arrays)
+            out.inserted = sum(1 for r in changed if r["inserted"])
+            out.updated = len(changed) - out.inserted
+            out.changed.update((tuple(r[k] for k in key_names), "inserted" if r["inserted"] else "updated")
+                               for r in changed)
+        else:
+            counts = await conn.fetchrow(statement, tenant_id, form.table, *arrays)
+            out.inserted, out.updated = counts["inserted"], counts["changed"] - counts["inserted"]
+    if delete_keys:
+        arrays = [[k[i] for k in delete_keys] for i in range(len(form.key))]
+        gone = await conn.fetch(form.sql["delete"], tenant_id, form.table, *arrays)
+        out.changed.update((tuple(r[k] for k in key_names), "deleted") for r in gone)
+        out.deleted = len(gone)
+    out.unchanged = len(records) + len(delete_keys) - out.inserted - out.updated - out.deleted
     return out
 
 
-@dataclass
-class SyncPlan:
-    """A request checked and validated, before any database work (masters and vouchers alike)."""
+class _Masters:
+    """Master records, for the write core (gateway/sync.py)."""
 
-    form: Any
-    options: SyncOptions
-    data: list[Any]
-    batch: Any
+    noun = "records"
+
+    def prepare(self, form: MasterForm, data: list[Any], options: SyncOptions) -> Batch:
+        return prepare(form, data, keep_keys=options.outcomes, strict=options.strict)
+
+    def attempt(self, batch: Batch) -> Batch:
+        # The checks only refuse deletes: the upserts are shared, not copied.
+        return replace(batch, deletes=dict(batch.deletes), errors=list(batch.errors),
+                       failed_indexes=set(batch.failed_indexes))
+
+    def one_statement(self, batch: Batch, options: SyncOptions | None = None) -> bool:
+        # A small batch without deletes: one statement, no BEGIN and COMMIT around it.
+        return len(batch.upserts) <= SMALL_BATCH and not batch.deletes
+
+    async def before(self, conn: asyncpg.Connection, form: MasterForm, tenant_id: int, batch: Batch,
+                     options: SyncOptions) -> None:
+        if len(batch.upserts) > SMALL_BATCH:
+            # Outside the transaction: a rollback (dry run, retry) must not undo it behind the connection's back.
+            await ensure_stage(conn, form.stage_table, form.sql["stage_create"])
+
+    async def check(self, conn: asyncpg.Connection, form: MasterForm, tenant_id: int, batch: Batch) -> None:
+        """The tenant's gate, before anything gives the transaction an id (gateway/feed.py); exclusive for a
+        delete of records vouchers may use, which are then looked up (gateway/references.py) and refused while
+        live vouchers name them. A statement that is its own transaction takes the gate itself."""
+        if self.one_statement(batch):
+            return
+        if not batch.deletes or form.guard_sql is None:
+            await conn.execute(GATE_SHARED, tenant_id)
+            return
+        # The gate first: voucher writes under way commit, and the look-up that follows sees their lines.
+        await conn.execute(GATE_EXCLUSIVE, tenant_id)
+        keys = sorted(batch.deletes)
+        used = {r["code"] for r in await conn.fetch(form.guard_sql, tenant_id, [k[0] for k in keys])}
+        for key in keys:
+            if key[0] in used:
+                _record_error(batch, batch.deletes.pop(key), form.key_text(key), f"/{form.key[0]}",
+                              f"{form.key[0]} '{key[0]}' is used by live vouchers; cancel or change them "
+                              "before deleting it")
+
+    async def write(self, conn: asyncpg.Connection, form: MasterForm, tenant_id: int, batch: Batch,
+                    options: SyncOptions) -> WriteResult:
+        return await write(conn, form, tenant_id, batch, with_keys=options.outcomes)
+
+    def key_text(self, form: MasterForm, key: tuple) -> str | None:
+        return form.key_text(key)
 
 
-def _refusal(form: MasterForm, options: SyncOptions, data: list[Any], batch: Batch) -> DataStructureError:
-    """The 601 of a batch refused whole."""
-    failed = len(batch.failed_indexes)
-    result = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0, "failed": failed,
-              "superseded": batch.superseded}
-    what = "nothing was written" if not options.dry_run else "dry run"
-    extra: dict[str, Any] = {"records": 0, "result": result, "errors": batch.errors}
-    if options.outcomes:
-        extra["outcomes"] = outcomes(form, data, batch, None)
-    if batch.warnings:
-        extra["warnings"] = batch.warnings.as_list()
-    return DataStructureError(f"{failed} of {len(data)} records are invalid; {what}: {summarise(batch.errors)}",
-                              **extra)
-
-
-def plan(form: MasterForm, body: dict[str, Any], max_records: int) -> SyncPlan:
-    """Options, records and validation: CPU work done before a database connection is taken."""
-    options = parse_options(body)
-    data = records_of(body, max_records)
-    return SyncPlan(form, options, data, prepare(form, data, keep_keys=options.outcomes, strict=options.strict))
-
-
-async def apply(conn: asyncpg.Connection, tenant_id: int, work: SyncPlan) -> dict[str, Any]:
-    """Refuse the request if its records are invalid (atomic mode), else write it; the response fields."""
-    form, options, data, batch = work.form, work.options, work.data, work.batch
-    if batch.errors and (options.mode == "atomic" or len(batch.failed_indexes) == len(data)):
-        raise _refusal(form, options, data, batch)
-    written = await write(conn, form, tenant_id, batch, options.dry_run, with_keys=options.outcomes,
-                          atomic=options.mode == "atomic")
-    for key in written.refused:
-        _record_error(batch, batch.deletes[key], form.key_text(key), f"/{form.key[0]}",
-                      f"{form.key[0]} '{key[0]}' is used by live vouchers; cancel or change them before deleting it")
-    if written.refused and (options.mode == "atomic" or len(batch.failed_indexes) == len(data)):
-        raise _refusal(form, options, data, batch)
-    result = {**written.counts(), "failed": len(batch.failed_indexes), "superseded": batch.superseded}
-    synced = written.inserted + written.updated + written.unchanged + written.deleted
-    response: dict[str, Any] = {"records": synced, "fkey": "", "result": result}
-    if batch.errors:
-        response["errors"] = batch.errors
-    if batch.warnings:
-        response["warnings"] = batch.warnings.as_list()
-    if options.outcomes:
-        response["outcomes"] = outcomes(form, data, batch, written)
-    if options.dry_run:
-        response["dry_run"] = True
-    return response
+MASTERS = _Masters()

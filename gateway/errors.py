@@ -66,6 +66,16 @@ class PayloadTooLarge(GatewayError):
     status, code, message = 413, 413, "Request body too large"
 
 
+class TooManyRequests(GatewayError):
+    """429: come back after `retry_after` seconds, which the answer carries as its Retry-After header."""
+
+    status, code, message = 429, 429, "Too many requests"
+
+    def __init__(self, message: str | None = None, retry_after: int = 1, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.retry_after = retry_after
+
+
 class DataStructureError(GatewayError):
     """Fast's 601: the records do not match the form's structure."""
 
@@ -74,6 +84,9 @@ class DataStructureError(GatewayError):
 
 class ServiceUnavailable(GatewayError):
     status, code, message = 503, 503, "Database unavailable"
+    # Seconds a client should wait before retrying, sent as Retry-After: an outage or a busy pool is a
+    # condition of moments to minutes, and a client back at once would only add to the load.
+    retry_after = 2
 
 
 def _unavailable(exc: BaseException) -> GatewayError:
@@ -116,6 +129,11 @@ TRANSLATIONS: dict[type[BaseException], Callable[[Any], GatewayError | None]] = 
     asyncpg.exceptions.CannotConnectNowError: _unavailable,
     asyncpg.exceptions.TooManyConnectionsError: _unavailable,
     asyncpg.exceptions.QueryCanceledError: _unavailable,  # statement_timeout: the database is too busy
+    # The server ended the session (shutting down, pg_terminate_backend) or cannot take it yet.
+    asyncpg.exceptions.OperatorInterventionError: _unavailable,
+    # What asyncpg raises for a query sent on a connection whose end the server has announced but whose
+    # socket is not yet seen closed ("another operation is in progress"); the pool then replaces it.
+    asyncpg.exceptions.InternalClientError: _unavailable,
     ConnectionError: _unavailable,
     asyncio.TimeoutError: _unavailable,
     # Retried by db.in_transaction already; one that still fails asks the client to retry later.
@@ -135,15 +153,30 @@ def translate(exc: BaseException) -> GatewayError | None:
     return None
 
 
+# How much of a name or value from the request an answer quotes back, and how long a message that quotes
+# one may grow (a validator's message quotes the value it refuses, then names its rule).
+QUOTED_CHARS = 64
+MESSAGE_CHARS = 256
+
+
+def shorten(text: Any, limit: int = QUOTED_CHARS, tail: int = 0) -> str:
+    """`text` as an answer or a log line may quote it: whole when short, else its first `limit` characters,
+    "..." and its last `tail` ones. A name sent a megabyte long must not come back a megabyte long."""
+    text = text if isinstance(text, str) else str(text)
+    if len(text) <= limit + tail + 3:
+        return text
+    return text[:limit] + "..." + (text[len(text) - tail:] if tail else "")
+
+
 def summarise(errors: list[dict[str, Any]], shown: int = 3, max_message: int = 160) -> str:
     """The first few per-record errors in words, for `messages`: the one text a Fast client shows its user."""
     parts = []
     for err in errors[:shown]:
-        where = f"record {err['index']}" + (f" ({err['key']})" if err.get("key") else "")
+        where = f"record {err['index']}" + (f" ({shorten(err['key'])})" if err.get("key") else "")
         message = str(err["message"])
         if len(message) > max_message:
             message = message[: max_message - 3] + "..."
-        parts.append(f"{where} {err.get('path') or '/'}: {message}")
+        parts.append(f"{where} {shorten(err.get('path') or '/')}: {message}")
     text = "; ".join(parts)
     if len(errors) > shown:
         text += f"; and {len(errors) - shown} more"

@@ -18,8 +18,9 @@ from typing import Any
 import jsonschema_rs
 
 from .config import SCHEMAS_DIR
-from .errors import BadRequest, FormNotFound
+from .errors import BadRequest, FormNotFound, shorten
 from .lenient import compile_reader
+from .sqlnames import ident
 
 SYNC_DATA = "SyncData"
 SYNC_VOUCHER = "SyncVoucher"
@@ -163,12 +164,6 @@ def compile_validator(schema: dict[str, Any]) -> jsonschema_rs.Draft202012Valida
     return jsonschema_rs.Draft202012Validator(schema, validate_formats=True)
 
 
-def _quote(ident: str) -> str:
-    if not re.fullmatch(r"[a-z_][a-z0-9_]*", ident):
-        raise ValueError(f"unsafe SQL identifier {ident!r}")
-    return f'"{ident}"'
-
-
 @dataclass
 class MasterForm:
     """A catalog synced through SyncData (`set*`) and pulled through GetData (`get*`)."""
@@ -289,17 +284,17 @@ class MasterForm:
         return f"stage_{self.table}"
 
     def _build_sql(self) -> dict[str, str]:
-        table = _quote(self.table)
-        stage = _quote(self.stage_table)
-        cols = [_quote(c.name) for c in self.columns]
-        keys = [_quote(c.name) for c in self.key_columns]
-        data = [_quote(c.name) for c in self.data_columns]
+        table = ident(self.table)
+        stage = ident(self.stage_table)
+        cols = [ident(c.name) for c in self.columns]
+        keys = [ident(c.name) for c in self.key_columns]
+        data = [ident(c.name) for c in self.data_columns]
         key_params = ", ".join(f"${i + 3}::{c.pgtype}[]" for i, c in enumerate(self.key_columns))
         # Rows are COPYed into a per-connection temporary table, then merged in one statement. Measured
         # faster than unnest() of one array per column; ON COMMIT DELETE ROWS empties it at every commit.
         stage_create = (
             f"CREATE TEMP TABLE IF NOT EXISTS {stage} ("
-            + ", ".join(f"{_quote(c.name)} {c.pgtype}" for c in self.columns)
+            + ", ".join(f"{ident(c.name)} {c.pgtype}" for c in self.columns)
             + ") ON COMMIT DELETE ROWS"
         )
         def merge_from(source: str) -> str:
@@ -331,16 +326,22 @@ class MasterForm:
         # The stored rows of a batch's keys, locked in key order: taken first by a batch that both upserts and
         # deletes, whose two statements would otherwise lock in two runs of key order, against the one run of
         # another batch (a deadlock).
+        # Key by key in the keys' order, each a look-up by primary key (a scan of the primary key would give
+        # that order too, over all the tenant's rows, and is what the planner picks for a never-analysed table).
         lock = (
-            f"SELECT 1 FROM {table} AS t JOIN unnest("
+            "SELECT 1 FROM (SELECT * FROM unnest("
             + ", ".join(f"${i + 2}::{c.pgtype}[]" for i, c in enumerate(self.key_columns))
-            + f") AS u({', '.join(keys)}) ON "
+            + f") AS u({', '.join(keys)}) ORDER BY {', '.join(str(i + 1) for i in range(len(keys)))}) u"
+            + f" CROSS JOIN LATERAL (SELECT 1 FROM {table} AS t WHERE t.tenant_id = $1 AND "
             + " AND ".join(f"t.{k} = u.{k}" for k in keys)
-            + f" WHERE t.tenant_id = $1 ORDER BY {', '.join('t.' + k for k in keys)} FOR NO KEY UPDATE OF t"
+            + " OFFSET 0) r FOR NO KEY UPDATE OF r"
         )
         # Each statement takes one change number (c), stamps it on the records it changes and appends their
         # keys under that number to the change feed, in the same transaction.
         number = "c AS (SELECT nextval('change_seq') AS id)"
+        # A statement that is its own transaction (a few records, no deletes) takes the tenant's gate itself,
+        # before anything gives the transaction an id (nextval does): see gateway/feed.py.
+        gated = f"g AS ({_statement('reference_gate_shared')}), c AS (SELECT nextval('change_seq') AS id FROM g)"
         log = (
             "logged AS (INSERT INTO change_log (id, tenant_id, tbl, keys)"
             # One array of key parts (as text) per record, aggregated as an SQL array and turned into jsonb
@@ -355,11 +356,19 @@ class MasterForm:
             # Counts only; the keys come back when per-record outcomes are asked for.
             "upsert": f"WITH {number}, w AS ({merge}), {log}\n{counts}",
             "upsert_keys": f"WITH {number}, w AS ({merge}), {log}\n{keyed}",
-            "upsert_small": f"WITH {number}, w AS ({merge_small}), {log}\n{counts}",
-            "upsert_small_keys": f"WITH {number}, w AS ({merge_small}), {log}\n{keyed}",
+            "upsert_small": f"WITH {gated}, w AS ({merge_small}), {log}\n{counts}",
+            "upsert_small_keys": f"WITH {gated}, w AS ({merge_small}), {log}\n{keyed}",
             "delete": f"WITH {number}, w AS ({delete}), {log}\n{keyed}",
             "lock": lock,
         }
+
+
+def _statement(name: str) -> str:
+    """A named statement of sql/queries.sql, to be used inside another: without comments or semicolon."""
+    from .db import QUERIES
+
+    lines = [line for line in QUERIES[name].splitlines() if not line.lstrip().startswith("--")]
+    return " ".join(lines).strip().rstrip(";")
 
 
 class Registry:
@@ -398,9 +407,9 @@ class Registry:
             return hit
         for other, routes in self._routes.items():
             if lowered in routes:
-                raise BadRequest(f"Form '{name}' belongs to /api/{other}, not /api/{endpoint}",
+                raise BadRequest(f"Form '{shorten(name)}' belongs to /api/{other}, not /api/{endpoint}",
                                  endpoint=f"/api/{other}")
-        raise FormNotFound(f"Form '{name}' does not exist", forms=self.known(endpoint))
+        raise FormNotFound(f"Form '{shorten(name)}' does not exist", forms=self.known(endpoint))
 
 
 def build_registry(module_names: Iterable[str]) -> Registry:

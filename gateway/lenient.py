@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from .errors import QUOTED_CHARS, shorten
 
 _DECIMAL = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
 _INTEGER = re.compile(r"^\s*[+-]?\d+\s*$")
@@ -42,6 +45,29 @@ _DATE_TIME = re.compile(
 
 _ABSENT = object()
 Coerce = Callable[[Any], Any]
+# The longest text a request parameter (a filter value, a report's code) may hold: longer than any stored
+# text (the schemas' longest is 512), so it matches nothing, and echoed back in an error it would bloat it.
+MAX_PARAMETER_TEXT = 4_096
+# What an error message quotes of a value the request sent (which may be megabytes of text or a long list).
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = _QUOTE.maxlong = 60
+_QUOTE.maxlist = _QUOTE.maxdict = 5
+_QUOTE.maxlevel = 2
+
+
+def quoted(value: Any) -> str:
+    """A value as an error message shows it: its repr, cut short."""
+    return _QUOTE.repr(value)
+
+
+def text_problem(text: str) -> str | None:
+    """Why a text cannot be a parameter of a query, or None. PostgreSQL stores no NUL character (it fails
+    the statement, after the request was accepted), and no stored text is longer than MAX_PARAMETER_TEXT."""
+    if "\x00" in text:
+        return "holds the NUL character (\\u0000), which no stored text holds"
+    if len(text) > MAX_PARAMETER_TEXT:
+        return f"is longer than {MAX_PARAMETER_TEXT} characters"
+    return None
 
 
 def parse_date(value: Any) -> dt.date | None:
@@ -53,15 +79,15 @@ def parse_date(value: Any) -> dt.date | None:
     """
     if value is None or value == "":
         return None
-    match = _DATE_TIME.fullmatch(value) if isinstance(value, str) else None
+    match = _DATE_TIME.fullmatch(value) if isinstance(value, str) and len(value) <= 64 else None
     if match is None:
-        raise ValueError(f"not a date yyyy-MM-dd or an ISO date-time: {value!r}")
+        raise ValueError(f"not a date yyyy-MM-dd or an ISO date-time: {quoted(value)}")
     year, month, day, hour, minute, second, off_hours, off_minutes = match.groups()
     date = dt.date(int(year), int(month), int(day))
     if hour is not None:
         dt.time(int(hour), int(minute), int(second or 0))
     if off_hours is not None and (int(off_hours) > 23 or int(off_minutes or 0) > 59):
-        raise ValueError(f"not a time-zone offset: {value!r}")
+        raise ValueError(f"not a time-zone offset: {quoted(value)}")
     return date
 
 
@@ -188,8 +214,8 @@ class Warnings:
         for entry in self._seen.values():
             count = len(entry["records"])
             where = "1 record" if count == 1 else f"{count} records"
-            out.append({"index": entry["index"], "path": entry["path"],
-                        "message": f"Unknown field '{entry['field']}' ignored ({where}); send strict: true "
+            out.append({"index": entry["index"], "path": shorten(entry["path"], tail=QUOTED_CHARS),
+                        "message": f"Unknown field '{shorten(entry['field'])}' ignored ({where}); send strict: true "
                                    "to refuse unknown fields"})
         return out
 

@@ -36,6 +36,54 @@ class _Stdout:
         sys.stdout.flush()
 
 
+# A line quotes what a request sent (a username, a form name, a message that names a value), so every text
+# in it is cut to MAX_LOG_VALUE characters, a trace to its first and last lines within MAX_LOG_TRACE; and a
+# line still longer than MAX_LOG_LINE (a large list, say) is written as its identifying fields alone.
+MAX_LOG_VALUE = 1024
+MAX_LOG_TRACE = 5 * 1024
+MAX_LOG_LINE = 8 * 1024
+_TRACE_HEAD = 1024
+_IDENTIFYING = ("event", "level", "pid", "timestamp", "logger", "request_id", "user", "tenant", "form", "status",
+                "code")
+_IDENTIFYING_VALUE = 128
+
+
+def _cut(text: str, head: int, tail: int = 0) -> str:
+    return f"{text[:head]}...[{len(text) - head - tail} characters cut]...{text[len(text) - tail:] if tail else ''}"
+
+
+def _bound_values(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in event.items():
+        if type(value) is str and len(value) > MAX_LOG_VALUE:
+            if key == "exception":
+                if len(value) > MAX_LOG_TRACE:
+                    event[key] = _cut(value, _TRACE_HEAD, MAX_LOG_TRACE - _TRACE_HEAD)
+            else:
+                event[key] = _cut(value, MAX_LOG_VALUE)
+    return event
+
+
+_json = structlog.processors.JSONRenderer()
+
+
+def _render(logger: Any, method: str, event: MutableMapping[str, Any]) -> str | bytes:
+    line = _json(logger, method, event)
+    if len(line) <= MAX_LOG_LINE:
+        return line
+    # Escapes can make a short text long (ensure_ascii writes a non-ASCII character as six), hence the
+    # last resort: the event and where it happened.
+    for kept in (_IDENTIFYING, _IDENTIFYING[:4]):
+        short: dict[str, Any] = {key: event[key] for key in kept if key in event}
+        for key, value in short.items():
+            if type(value) is str and len(value) > _IDENTIFYING_VALUE:
+                short[key] = _cut(value, _IDENTIFYING_VALUE)
+        short["line_cut"] = len(line)  # the length the whole line would have had
+        shortened = _json(logger, method, short)
+        if len(shortened) <= MAX_LOG_LINE:
+            break
+    return shortened
+
+
 _STDOUT = _Stdout()
 _SHARED: list[Processor] = [
     structlog.contextvars.merge_contextvars,
@@ -43,7 +91,7 @@ _SHARED: list[Processor] = [
     _add_pid,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
-_RENDER: list[Processor] = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+_RENDER: list[Processor] = [structlog.processors.format_exc_info, _bound_values, _render]
 
 
 def get_logger() -> Any:

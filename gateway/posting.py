@@ -8,10 +8,11 @@ declarations in code, never from a request.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import asyncpg
+
+from .sqlnames import word
 
 # Accounts by role when a tenant has not set its own (posting_account); a Vietnamese chart (Circular 200).
 ROLE_DEFAULTS = {
@@ -23,7 +24,6 @@ ROLE_DEFAULTS = {
     "vat_input": "1331",
     "inventory": "156",
 }
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Every statement below reads two row sources named `v` (the vouchers being posted: voucher columns) and `l`
 # (their lines: voucher_line columns), supplied as CTEs by the caller: the write path builds them from the
@@ -47,12 +47,6 @@ _BASE_QUANTITY = ("CASE WHEN NULLIF(i.uom, '') IS NULL OR l.uom IS NULL OR l.uom
                   " ELSE l.quantity * c.coefficient END")
 
 
-def _ident(name: str) -> str:
-    if not _IDENT.match(name):
-        raise ValueError(f"unsafe identifier in a posting rule: {name!r}")
-    return name
-
-
 @dataclass(frozen=True)
 class Account:
     """Where an entry's account comes from: a posting role, a line column or a header field."""
@@ -65,11 +59,11 @@ class Account:
         if self.role:
             default = ROLE_DEFAULTS[self.role]
             return (f"COALESCE((SELECT pa.account_code FROM posting_account pa WHERE pa.tenant_id = $1"
-                    f" AND pa.role = '{_ident(self.role)}'), '{default}')")
+                    f" AND pa.role = '{word(self.role)}'), '{default}')")
         if self.line:
-            return f"l.{_ident(self.line)}"
+            return f"l.{word(self.line)}"
         if self.header:
-            return f"(v.document->>'{_ident(self.header)}')"
+            return f"(v.document->>'{word(self.header)}')"
         raise ValueError("an Account needs a role, a line column or a header field")
 
 
@@ -143,7 +137,7 @@ class Posting:
             )
         moves = []
         for rule, move in enumerate(self.moves):
-            site = f"l.{_ident(move.site)}"
+            site = f"l.{word(move.site)}"
             qty_in, qty_out = (_BASE_QUANTITY, "0") if move.direction == "in" else ("0", _BASE_QUANTITY)
             value = f"({move.value}) * v.exchange_rate" if move.value else "NULL::numeric"
             moves.append(
@@ -162,7 +156,7 @@ class Posting:
         if self.allocates:
             self.sql["allocation"] = (
                 "INSERT INTO voucher_allocation (tenant_id, form, voucher_id, seq, invoice_form, invoice_id, amount)\n"
-                f"SELECT v.tenant_id, v.form, v.voucher_id, e.ord, '{_ident(self.allocates)}', e.a->>'InvoiceId',"
+                f"SELECT v.tenant_id, v.form, v.voucher_id, e.ord, '{word(self.allocates)}', e.a->>'InvoiceId',"
                 " (e.a->>'Amount')::numeric\n"
                 "FROM v CROSS JOIN LATERAL jsonb_array_elements(COALESCE(v.document->'allocation', '[]'))"
                 " WITH ORDINALITY AS e(a, ord)"
@@ -189,7 +183,7 @@ def by_keys(table: str, columns: str = "*") -> str:
     """
     inner = "ctid" if columns == "ctid" else "*"
     return (f"SELECT r.{columns} FROM unnest($3::text[]) AS k(voucher_id) CROSS JOIN LATERAL"
-            f" (SELECT {inner} FROM {_ident(table)} WHERE tenant_id = $1 AND form = $2"
+            f" (SELECT {inner} FROM {word(table)} WHERE tenant_id = $1 AND form = $2"
             f" AND voucher_id = k.voucher_id OFFSET 0) r")
 
 
@@ -203,7 +197,7 @@ STORED_VOUCHERS = ("SELECT r.* FROM unnest($3::text[]) AS k(voucher_id) CROSS JO
 
 
 def _delete_by_keys(table: str) -> str:
-    return f"DELETE FROM {_ident(table)} WHERE ctid = ANY(ARRAY({by_keys(table, 'ctid')}))"
+    return f"DELETE FROM {word(table)} WHERE ctid = ANY(ARRAY({by_keys(table, 'ctid')}))"
 
 
 # The vouchers' stored rows, as the `v` and `l` sources of a posting statement.

@@ -17,7 +17,6 @@ import datetime as dt
 import functools
 import hashlib
 import itertools
-import re
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -30,9 +29,11 @@ import structlog
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from .errors import BadRequest
+from .db import QUERIES
+from .errors import BadRequest, shorten
+from .feed import Cursors
 from .forms import ORDERED_TYPES, TEXT_TYPES, Column, MasterForm
-from .lenient import parse_date
+from .lenient import parse_date, quoted, text_problem
 from .responses import encode, plain
 
 log = structlog.get_logger("gateway")
@@ -49,7 +50,15 @@ STREAM_CHUNK_DOCUMENTS = 250
 STREAM_SETTINGS = "SET LOCAL enable_sort = off"
 OPERATORS = ("eq", "ne", "in", "gt", "gte", "lt", "lte", "prefix", "contains")
 _COMPARE = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-_SINCE_RE = re.compile(r"^(\d{1,20})\.(\d{1,20})\.(\d{1,9})$")
+# Bounds of what one request may ask for. Each value of an `in` list is a bind parameter the worker
+# converts and PostgreSQL plans over; an unbounded one let a 63 MB request hold a worker for most of a minute.
+MAX_IN_VALUES = 1_000
+MAX_FIELDS = 200  # names in `fields` or `order_by`, and conditions in `filters`
+# The values each integer type holds; a filter value outside them cannot be sent to PostgreSQL.
+INTEGER_RANGES = {"smallint": (-2**15, 2**15 - 1), "integer": (-2**31, 2**31 - 1), "bigint": (-2**63, 2**63 - 1)}
+# Digits of a numeric filter value before and after the point: far more than any stored number has
+# (forms.NUMBER_LIMIT), far fewer than what PostgreSQL (or the driver) refuses only once the query runs.
+NUMERIC_DIGITS = 100
 _REQUEST_KEYS = {"form", "id", "datefrom", "dateto", "filters", "fields", "order_by", "limit", "cursor", "since"}
 
 
@@ -71,19 +80,36 @@ class _Sql:
 
 
 def _value(col: Column, value: Any, what: str) -> Any:
-    """Convert a filter value to the column's type, or say which field it does not fit."""
+    """Convert a filter value to the column's type, or say which field it does not fit.
+
+    Every value that passes can be sent to PostgreSQL: in its type's range, a finite number of bounded
+    digits, a text without NUL; else the request gets its 400 here, not a failure once the query runs.
+    """
     try:
         if col.pgtype == "text":
             if isinstance(value, bool) or not isinstance(value, (str, int)):
                 raise TypeError
-            return str(value)
+            text = str(value)
+            problem = text_problem(text)
+            if problem:
+                raise BadRequest(f"{what}: the value {problem}", field=col.field)
+            return text
         if col.pgtype == "numeric":
             if isinstance(value, bool) or not isinstance(value, (int, Decimal, str)):
                 raise TypeError
-            return Decimal(value)
-        if col.pgtype in ("integer", "smallint", "bigint"):
+            number = Decimal(value.strip() if isinstance(value, str) else value)
+            if not number.is_finite() or number.adjusted() >= NUMERIC_DIGITS \
+                    or -int(number.as_tuple().exponent) > NUMERIC_DIGITS:
+                raise BadRequest(f"{what}: value {quoted(value)} is not a finite number of at most "
+                                 f"{NUMERIC_DIGITS} digits before and after the point", field=col.field)
+            return number
+        if col.pgtype in INTEGER_RANGES:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError
+            low, high = INTEGER_RANGES[col.pgtype]
+            if not low <= value <= high:
+                raise BadRequest(f"{what}: value {quoted(value)} is out of the range of field '{col.field}'"
+                                 f" ({col.pgtype}, {low} to {high})", field=col.field)
             return value
         if col.pgtype == "date":
             date = parse_date(value)
@@ -96,15 +122,16 @@ def _value(col: Column, value: Any, what: str) -> Any:
             return value
     except (TypeError, ValueError, InvalidOperation):
         pass
-    raise BadRequest(f"{what}: value {value!r} does not fit field '{col.field}' ({col.pgtype})",
+    raise BadRequest(f"{what}: value {quoted(value)} does not fit field '{col.field}' ({col.pgtype})",
                      field=col.field)
 
 
 def _column(form: MasterForm, name: Any, what: str) -> Column:
     canonical = form.field_map.get(name.lower()) if isinstance(name, str) else None
     if canonical is None:
-        raise BadRequest(f"Unknown field '{name}' in {what}; known fields: {', '.join(form.by_field)}",
-                         field=name if isinstance(name, str) else None)
+        shown = shorten(name) if isinstance(name, str) else quoted(name)
+        raise BadRequest(f"Unknown field '{shown}' in {what}; known fields: {', '.join(form.by_field)}",
+                         field=shown)
     return form.by_field[canonical]
 
 
@@ -116,7 +143,8 @@ def _filters(form: MasterForm, sql: _Sql, filters: Any) -> None:
     if filters is None:
         return
     if not isinstance(filters, dict):
-        raise BadRequest("Field 'filters' must be an object of field names to conditions")
+        raise BadRequest("Field 'filters' must be an object of field names to conditions", field="filters")
+    conditions = 0
     for name, cond in filters.items():
         col = _column(form, name, "filters")
         ref = _q(col.name)
@@ -124,11 +152,14 @@ def _filters(form: MasterForm, sql: _Sql, filters: Any) -> None:
             cond = {"eq": cond}
         if not cond:
             raise BadRequest(f"Filter on '{col.field}' has no condition", field=col.field)
+        conditions += len(cond)
+        if conditions > MAX_FIELDS:
+            raise BadRequest(f"Field 'filters' holds more than {MAX_FIELDS} conditions", field="filters")
         for op, value in cond.items():
             op_l = op.lower() if isinstance(op, str) else op
-            what = f"filter {col.field}.{op}"
+            what = f"filter {col.field}.{op if op_l in OPERATORS else '?'}"
             if op_l not in OPERATORS:
-                raise BadRequest(f"Unknown filter operator '{op}' on '{col.field}'; use one of "
+                raise BadRequest(f"Unknown filter operator {quoted(op)} on '{col.field}'; use one of "
                                  f"{', '.join(OPERATORS)}", field=col.field)
             if op_l in ("prefix", "contains"):
                 if col.pgtype not in TEXT_TYPES:
@@ -141,6 +172,9 @@ def _filters(form: MasterForm, sql: _Sql, filters: Any) -> None:
             elif op_l == "in":
                 if not isinstance(value, list) or not value:
                     raise BadRequest(f"{what}: 'in' takes a non-empty list", field=col.field)
+                if len(value) > MAX_IN_VALUES:
+                    raise BadRequest(f"{what}: 'in' takes at most {MAX_IN_VALUES} values, got {len(value)}",
+                                     field=col.field)
                 values = [_value(col, v, what) for v in value]
                 sql.where.append(f"{ref} = ANY({sql.bind(values, col.pgtype + '[]')})")
             else:
@@ -159,7 +193,7 @@ def _date(body: dict[str, Any], name: str) -> dt.date | None:
     try:
         return parse_date(value)
     except ValueError:
-        raise BadRequest(f"Field '{name}' must be a date yyyy-MM-dd or an ISO date-time, got {value!r}",
+        raise BadRequest(f"Field '{name}' must be a date yyyy-MM-dd or an ISO date-time, got {quoted(value)}",
                          field=name) from None
 
 
@@ -179,12 +213,15 @@ def _order(form: MasterForm, order_by: Any) -> list[tuple[Column, bool]]:
     if isinstance(order_by, str):
         order_by = [order_by]
     if not isinstance(order_by, list):
-        raise BadRequest("Field 'order_by' must be a list of field names, '-Name' for descending")
+        raise BadRequest("Field 'order_by' must be a list of field names, '-Name' for descending",
+                         field="order_by")
+    if len(order_by) > MAX_FIELDS:
+        raise BadRequest(f"Field 'order_by' names more than {MAX_FIELDS} fields", field="order_by")
     out: list[tuple[Column, bool]] = []
     seen: set[str] = set()
     for item in order_by:
         if not isinstance(item, str) or not item.strip("-"):
-            raise BadRequest(f"Bad order_by entry {item!r}")
+            raise BadRequest(f"Bad order_by entry {quoted(item)}", field="order_by")
         desc = item.startswith("-")
         col = _column(form, item.lstrip("-"), "order_by")
         if col.pgtype not in ORDERED_TYPES:
@@ -251,21 +288,13 @@ def _after(sql: _Sql, order: list[tuple[Column, bool]], values: list[Any]) -> st
     return "(" + " OR ".join(ors) + ")"
 
 
-def _since(value: Any) -> tuple[int, int, int]:
-    """A position in the change feed: (transaction id, change_log id, place in that entry)."""
-    if value in (0, "0", ""):
-        return (0, 0, 0)
-    match = _SINCE_RE.match(value) if isinstance(value, str) else None
-    if not match:
-        raise BadRequest("Field 'since' must be 0 or a next_since value returned earlier", field="since")
-    return int(match.group(1)), int(match.group(2)), int(match.group(3))
-
-
 def _fields(form: MasterForm, fields: Any) -> list[Column]:
     if fields is None or fields == []:
         return list(form.columns)
     if not isinstance(fields, list):
-        raise BadRequest("Field 'fields' must be a list of field names")
+        raise BadRequest("Field 'fields' must be a list of field names", field="fields")
+    if len(fields) > MAX_FIELDS:
+        raise BadRequest(f"Field 'fields' names more than {MAX_FIELDS} fields", field="fields")
     # A field named twice (in any spelling) comes once.
     chosen = list({c.name: c for c in (_column(form, f, "fields") for f in fields)}.values())
     # The key always comes back: a row without its key cannot be matched by the puller.
@@ -276,7 +305,7 @@ def _fields(form: MasterForm, fields: Any) -> list[Column]:
 
 
 async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: dict[str, Any],
-              pool: asyncpg.Pool | None = None) -> dict[str, Any] | StreamedPull:
+              pool: asyncpg.Pool | None = None, cursors: Cursors | None = None) -> dict[str, Any] | StreamedPull:
     """A page (`limit`, `cursor`), a slice of the change feed (`since`), or else every matching row.
 
     Every matching row comes as a StreamedPull, which reads on a connection of its own from `pool` once it
@@ -286,7 +315,8 @@ async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: 
     body = {k.lower(): v for k, v in body.items()}
     unknown = sorted(set(body) - _REQUEST_KEYS)
     if unknown:
-        raise BadRequest(f"Unknown request field '{unknown[0]}'", field=unknown[0])
+        shown = shorten(unknown[0])
+        raise BadRequest(f"Unknown request field '{shown}'", field=shown)
     paged = body.get("limit") is not None
     limit = _limit(body)
     columns = _fields(form, body.get("fields"))
@@ -324,7 +354,12 @@ async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: 
     if since is not None:
         if body.get("cursor") or body.get("order_by"):
             raise BadRequest("'since' pulls follow change order; drop 'cursor' and 'order_by'")
-        position = _since(since)
+        if cursors is None:
+            raise ValueError("a since pull needs the change feed's cursors")
+        position = cursors.position(tenant_id, since)
+        # Below every write of the tenant still running (gateway/feed.py); read before the rows, so that a
+        # write that commits in between is either seen by both or left for the next pull.
+        cutoff = await conn.fetchval(QUERIES["feed_cutoff"], tenant_id)
         xid, log_id, ord_ = (sql.bind(position[0]), sql.bind(position[1]), sql.bind(position[2]))
         rows_of_form = " AND ".join([f"tenant_id = {tenant_ref}", *sql.where])
         key_join = " AND ".join(f"t.{_q(c.name)} = (e.k->>{i})::{c.pgtype}" for i, c in enumerate(form.key_columns))
@@ -339,9 +374,9 @@ async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: 
             f"JOIN (SELECT * FROM {table} WHERE {rows_of_form}) t ON {key_join}\n"
             f"WHERE l.tenant_id = {tenant_ref} AND l.tbl = {sql.bind(form.feed_name)}"
             f" AND l.xid >= {xid}::xid8 AND (l.xid, l.id, e.ord) > ({xid}::xid8, {log_id}::bigint, {ord_}::bigint)"
-            # Only transactions older than every running one: a change still in flight cannot be
+            # Only transactions below every write of the tenant still running: a change in flight cannot be
             # skipped by a cursor that has already moved past it.
-            " AND l.xid < pg_snapshot_xmin(pg_current_snapshot())\n"
+            f" AND l.xid < {sql.bind(cutoff)}::text::xid8\n"
             f"ORDER BY l.xid, l.id, e.ord LIMIT {sql.bind(limit + 1)}"
         )
         rows = await conn.fetch(query, *sql.params)
@@ -356,7 +391,9 @@ async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: 
             item["Deleted"] = r["deleted"]
             data.append(item)
         last = rows[-1] if rows else None
-        next_since = f"{last['_xid']}.{last['_id']}.{last['_ord']}" if last else ".".join(map(str, position))
+        if last is not None:
+            position = (int(last["_xid"]), last["_id"], last["_ord"])
+        next_since = cursors.cursor(tenant_id, position)
         return {"records": len(data), "data": data, "next_since": next_since, "more": more}
 
     order = _order(form, body.get("order_by"))

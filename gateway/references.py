@@ -1,13 +1,13 @@
 """References from vouchers to master records, guarded both ways.
 
 A voucher may only name live master records (checked as it is written), and a master record that live
-vouchers name may not be deleted. The two checks meet at one per-tenant gate, a transaction-level advisory
-lock: every voucher write holds it shared from its checks to its commit; a delete of referenced masters, and a
-change of the tenant's locked period, hold it exclusively. So a delete waits for the voucher writes under way,
-and then (in a statement of its own, which sees what they committed) finds their references; a voucher write
-that starts while a delete holds the gate waits, then finds the deleted records gone. Neither can slip between
-the other's check and write. Shared holders do not wait for each other, and the gate writes nothing: the
-voucher path pays one statement for it.
+vouchers name may not be deleted. The two checks meet at the tenant's gate, a transaction-level advisory lock
+that every write of the tenant's data holds, shared, from its start to its commit (the change feed relies on
+that too: gateway/feed.py); a delete of referenced masters, and a change of the tenant's locked period, hold it
+exclusively. So a delete waits for the voucher writes under way, and then (in a statement of its own, which
+sees what they committed) finds their references; a voucher write that starts while a delete holds the gate
+waits, then finds the deleted records gone. Neither can slip between the other's check and write. Shared
+holders do not wait for each other, and the gate writes nothing.
 
 Which columns hold which references is derived from the voucher forms' declarations (`Ref`): every reference
 is kept in a typed, indexed column (sql/migrations/0010_reference_guard.sql), so the lookup before a delete is
@@ -17,6 +17,7 @@ through its ledger entries: an account with postings is never deleted.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -92,6 +93,13 @@ def referrers(voucher_forms: Iterable[Any]) -> dict[str, list[Referrer]]:
         # Accounts with postings, and the accounts the tenant's posting roles name.
         out["account"] += [Referrer("gl_entry", "account_code"), Referrer("posting_account", "account_code")]
     return out
+
+
+@functools.cache
+def live_codes(table: str, column: str) -> str:
+    """The codes among $2 that name live records of the tenant ($1) in `table`, by its key `column`."""
+    return (f"SELECT {ident(column)} AS code FROM {ident(table)}"
+            f" WHERE tenant_id = $1 AND {ident(column)} = ANY($2::text[]) AND NOT deleted")
 
 
 def guard_statement(table: str, found: list[Referrer]) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from . import lenient
-from .errors import BadRequest
+from .errors import BadRequest, shorten
 from .forms import GET_DATA
 from .posting import ROLE_DEFAULTS
 from .responses import plain
@@ -54,8 +54,8 @@ def parse_date(value: Any, name: str) -> dt.date | None:
     try:
         return lenient.parse_date(value)
     except ValueError:
-        raise BadRequest(f"Field '{name}' must be a date yyyy-MM-dd or an ISO date-time, got {value!r}",
-                         field=name) from None
+        raise BadRequest(f"Field '{name}' must be a date yyyy-MM-dd or an ISO date-time, got "
+                         f"{lenient.quoted(value)}", field=name) from None
 
 
 def _date(params: dict[str, Any], name: str, default: dt.date) -> dt.date:
@@ -76,9 +76,12 @@ def _code(params: dict[str, Any], what: str) -> str | None:
     if value is None or value == "":
         return None
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)  # a code sent as a number, as for codes in records
+        value = str(value)  # a code sent as a number, as for codes in records
     if not isinstance(value, str):
         raise BadRequest(f"Field 'Id' must be {what} (text) or empty", field="Id")
+    problem = lenient.text_problem(value)
+    if problem:
+        raise BadRequest(f"Field 'Id' {problem}", field="Id")
     return value
 
 
@@ -91,8 +94,9 @@ async def run(conn: asyncpg.Connection, form: ReportForm, tenant_id: int,
     known = {p.lower() for p in form.params}
     unknown = sorted(k for k in body if k.lower() != "form" and k.lower() not in known)
     if unknown:
-        raise BadRequest(f"Unknown request field '{unknown[0]}' for {form.get_name}; known: "
-                         f"{', '.join(form.params)}", field=unknown[0])
+        shown = shorten(unknown[0])
+        raise BadRequest(f"Unknown request field '{shown}' for {form.get_name}; known: "
+                         f"{', '.join(form.params)}", field=shown)
     params = {k.lower(): v for k, v in body.items() if k.lower() != "form"}
     out = await form.run(conn, tenant_id, params)
     out["records"] = len(out["data"])
@@ -159,8 +163,8 @@ ORDER BY g.entry_date, g.form, g.voucher_id, g.entry_no
 
 async def account_ledger(conn: asyncpg.Connection, tenant_id: int, params: dict[str, Any]) -> dict[str, Any]:
     """One account's entries from dateFrom to dateTo, with the running balance (debit positive)."""
-    account = params.get("id")
-    if not isinstance(account, str) or not account:
+    account = _code(params, "the account code")
+    if account is None:
         raise BadRequest("Field 'Id' must name the account", field="Id")
     start, end = _date(params, "dateFrom", EARLIEST), _date(params, "dateTo", LATEST)
     opening = await conn.fetchval(
@@ -275,7 +279,7 @@ WITH invoices AS (
     WHERE v.tenant_id = $1 AND v.form = $2 AND NOT v.deleted AND v.voucher_date <= $3
 ),
 items AS (
-    SELECT *, total_amount - paid AS outstanding, $3 - due_date AS days_overdue,
+    SELECT *, total_amount - paid AS outstanding, {as_of} - {due_date} AS days_overdue,
            CASE WHEN total_amount - paid <= 0 THEN 'paid'
                 WHEN due_date < $3 THEN 'overdue'
                 WHEN paid > 0 THEN 'partially_paid'
@@ -299,6 +303,11 @@ WHERE outstanding > 0 OR $4
 GROUP BY partner_code
 ORDER BY partner_code
 """
+# The driver sends (and stores) 0001-01-01 and 9999-12-31 as -infinity and infinity, which compare as those
+# days do but cannot be subtracted: the days between them are counted from the calendar's ends instead.
+_FINITE = "(CASE WHEN isfinite({0}) THEN {0} WHEN {0} > date '2000-01-01' THEN date '9999-12-31'" \
+          " ELSE date '0001-01-01' END)"
+OPEN_ITEMS = OPEN_ITEMS.format(as_of=_FINITE.format("$3::date"), due_date=_FINITE.format("due_date"))
 
 
 def _open_items(invoice_form: str) -> Runner:
@@ -334,9 +343,13 @@ _GROUPS = {"period": "to_char(v.voucher_date, 'YYYY-MM')", "customer": "v.partne
 
 async def sales_summary(conn: asyncpg.Connection, tenant_id: int, params: dict[str, Any]) -> dict[str, Any]:
     """Sales net of returns by month ("period"), customer or item, from dateFrom to dateTo."""
-    group = params.get("group_by", "period")
-    if group not in _GROUPS:
-        raise BadRequest(f"Field 'group_by' must be one of {', '.join(_GROUPS)}", field="group_by")
+    group = params.get("group_by")
+    if group is None or group == "":
+        group = "period"
+    if not isinstance(group, str) or group.lower() not in _GROUPS:
+        raise BadRequest(f"Field 'group_by' must be one of {', '.join(_GROUPS)}, got {lenient.quoted(group)}",
+                         field="group_by")
+    group = group.lower()
     start, end = _date(params, "dateFrom", EARLIEST), _date(params, "dateTo", LATEST)
     sql = SALES_SUMMARY.format(key=_GROUPS[group])  # one of three fixed expressions
     return {"data": _rows(await conn.fetch(sql, tenant_id, start, end)), "group_by": group}

@@ -10,7 +10,7 @@ import msgspec
 import structlog
 from starlette.responses import Response
 
-from .errors import FAST_CODES, GatewayError, translate
+from .errors import FAST_CODES, MESSAGE_CHARS, QUOTED_CHARS, GatewayError, shorten, translate
 
 log = structlog.get_logger("gateway")
 
@@ -24,6 +24,12 @@ _encoder = msgspec.json.Encoder(decimal_format="number", enc_hook=_enc_hook)
 
 
 _ONE = Decimal(1)
+
+# On every answer, errors and streamed pulls included: a browser must not guess another type than the JSON
+# declared, and no cache (a proxy's, a browser's) keeps an answer, which holds tokens and business data.
+SECURITY_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store"))
+# The most of `messages` an error answer carries: a message that quotes the request is cut to this.
+MAX_ERROR_MESSAGE = 4 * MESSAGE_CHARS
 
 
 def plain(value: Any) -> Any:
@@ -62,7 +68,8 @@ def success(messages: str = "SUCCESS", headers: dict[str, str] | None = None, **
 
 
 def error_body(exc: GatewayError) -> dict[str, Any]:
-    body: dict[str, Any] = {"success": False, "messages": exc.message, "code": exc.code}
+    body: dict[str, Any] = {"success": False, "messages": shorten(exc.message, MAX_ERROR_MESSAGE, QUOTED_CHARS),
+                            "code": exc.code}
     body.update(exc.extra)
     return body
 
@@ -74,6 +81,15 @@ def http_status(exc: GatewayError, rest_statuses: bool = False) -> int:
 
 def error(exc: GatewayError, headers: dict[str, str] | None = None, rest_statuses: bool = False) -> JSONResponse:
     return JSONResponse(error_body(exc), status_code=http_status(exc, rest_statuses), headers=headers)
+
+
+def retry_after_header(exc: GatewayError) -> dict[str, str] | None:
+    """A Retry-After header for an error that says when to come back (a 429, a 503): its `retry_after`, whole
+    seconds, as an attribute or in `extra`."""
+    seconds = getattr(exc, "retry_after", None)
+    if seconds is None:
+        seconds = exc.extra.get("retry_after")
+    return {"Retry-After": str(max(0, int(seconds)))} if seconds is not None else None
 
 
 def render_error(exc: BaseException, rest_statuses: bool = False) -> JSONResponse:
@@ -91,4 +107,4 @@ def render_error(exc: BaseException, rest_statuses: bool = False) -> JSONRespons
     # A 503 is expected, but one is an outage the operator should see above the routine refusals.
     emit = log.warning if answer.status >= 500 else log.info
     emit("request_rejected", status=answer.status, code=answer.code, error=answer.message, **cause)
-    return error(answer, rest_statuses=rest_statuses)
+    return error(answer, headers=retry_after_header(answer), rest_statuses=rest_statuses)

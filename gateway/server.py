@@ -21,6 +21,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
 from .config import Settings
+from .http import GatewayHttpProtocol
 from .logging import configure_logging, get_logger
 
 log = get_logger()
@@ -58,14 +59,22 @@ def _configure_logging() -> None:
     configure_logging(Settings.from_env().log_level)
 
 
-def _config(app: str, **uvicorn_options: Any) -> uvicorn.Config:
-    return uvicorn.Config(app, factory=True, **{"log_config": None, **uvicorn_options})
+# What every worker runs with unless told otherwise: the request head bounded (gateway/http.py), no
+# `server` header naming the software, and logging left to configure_logging. The `date` header stays:
+# HTTP requires it of a server that has a clock, and it tells nothing about the server.
+UVICORN_DEFAULTS: dict[str, Any] = {"http": GatewayHttpProtocol, "server_header": False, "log_config": None}
+
+
+def server_config(app: Any, **uvicorn_options: Any) -> uvicorn.Config:
+    """uvicorn's configuration for `app`, an app factory's import path or an application."""
+    factory = isinstance(app, str)
+    return uvicorn.Config(app, factory=factory, **{**UVICORN_DEFAULTS, **uvicorn_options})
 
 
 def _worker(app: str, host: str, port: int, started: Any, uvicorn_options: dict[str, Any]) -> None:
     _configure_logging()
     sock = bind(host, port)
-    config = _config(app, **uvicorn_options)
+    config = server_config(app, **uvicorn_options)
     _Server(config, on_started=lambda: started.put(os.getpid())).run(sockets=[sock])
 
 
@@ -86,7 +95,7 @@ def run(app: str, host: str, port: int, workers: int, ready: Callable[[], None] 
     _configure_logging()
     announce = ready or (lambda: None)
     if workers <= 1:
-        server = _Server(_config(app, host=host, port=port, **uvicorn_options), on_started=announce)
+        server = _Server(server_config(app, host=host, port=port, **uvicorn_options), on_started=announce)
         server.run()
         if not server.started:
             sys.exit(STARTUP_FAILURE)

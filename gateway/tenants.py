@@ -181,7 +181,7 @@ async def _sync(conn: asyncpg.Connection, form: MasterForm, tenant_id: int,
         first = batch.errors[0]
         raise SetupError(f"{form.name} {first['key']}: {first['path'] or '/'} {first['message']}"
                          f" ({len(batch.errors)} error(s))")
-    return (await write(conn, form, tenant_id, batch, dry_run=False)).inserted
+    return (await write(conn, form, tenant_id, batch)).inserted
 
 
 async def provision(conn: asyncpg.Connection, registry: Registry, tenant_id: int, base_currency: str,
@@ -199,6 +199,8 @@ async def provision(conn: asyncpg.Connection, registry: Registry, tenant_id: int
         await stage(conn, registry)
     created = {"currencies": 0, "accounts": 0, "roles": 0}
     async with conn.transaction():
+        # The tenant's gate first, as every write of its data takes it (gateway/feed.py).
+        await conn.execute(QUERIES["reference_gate_shared"], tenant_id)
         if await conn.fetchval(QUERIES["tenant_lock_for_setup"], tenant_id) is None:
             raise SetupError(f"no tenant with id {tenant_id}")
         if not await conn.fetch(QUERIES["currency_codes_present"], tenant_id, [base_currency]):

@@ -19,18 +19,12 @@ from typing import Any
 import asyncpg
 
 from . import posting
-from .db import in_transaction
-from .engine import (
-    SyncOptions,
-    SyncPlan,
-    json_pointer,
-    parse_options,
-    records_of,
-)
-from .errors import BadRequest, DataStructureError, summarise
+from .db import QUERIES
+from .engine import SyncOptions, WriteResult, json_pointer
+from .errors import MESSAGE_CHARS, shorten
 from .forms import SYNC_VOUCHER, Column, compile_validator, load_schema
 from .lenient import Warnings, compile_reader
-from .references import GATE_SHARED
+from .references import GATE_SHARED, live_codes
 
 # Header fields with a typed column of `voucher` (for checks and GetData filters); the whole document is
 # kept as sent besides.
@@ -185,10 +179,14 @@ class VoucherBatch:
     failed_indexes: set[int] = field(default_factory=set)
     superseded: int = 0
     warnings: Warnings = field(default_factory=Warnings)
+    # Index in `data` of the occurrence of each voucher id that is written (the last valid one).
+    index_of: dict[str, int] = field(default_factory=dict)
+    # The voucher id of every record whose id could be read (kept when per-record outcomes are asked for).
+    key_at: dict[int, str] = field(default_factory=dict)
 
     def fail(self, index: int, key: Any, path: str, message: str) -> None:
-        self.errors.append({"index": index, "key": key if isinstance(key, str) else None, "path": path,
-                            "message": message})
+        self.errors.append({"index": index, "key": shorten(key) if isinstance(key, str) else None,
+                            "path": shorten(path, tail=64), "message": shorten(message, MESSAGE_CHARS, tail=64)})
         self.failed_indexes.add(index)
 
 
@@ -196,16 +194,18 @@ def _is_cancel(status: Any) -> bool:
     return status in ("0", 0)
 
 
-def prepare(form: VoucherForm, data: list[Any], strict: bool = False) -> VoucherBatch:
+def prepare(form: VoucherForm, data: list[Any], strict: bool = False, keep_keys: bool = False) -> VoucherBatch:
     batch = VoucherBatch()
     warnings = None if strict else batch.warnings
-    latest: dict[str, int] = {}
+    latest = batch.index_of
     for index, record in enumerate(data):
         if not isinstance(record, dict):
             batch.fail(index, None, "", "Voucher must be a JSON object")
             continue
         doc = form.reader.read(record, index, warnings)
         key = doc.get("VoucherId")
+        if keep_keys and isinstance(key, str):
+            batch.key_at[index] = key
         cancel = _is_cancel(doc.get("Status"))
         validator = form.delete_validator if cancel else form.validator
         if not validator.is_valid(doc):
@@ -290,13 +290,9 @@ async def check(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
                         if isinstance(code, str) and code})
         found[ref] = set()
         for table, column in ref.targets if codes else ():
-            # Identifiers come from the form declarations, never from a request.
-            rows = await conn.fetch(
-                f'SELECT "{column}" AS code FROM "{table}"'
-                f' WHERE tenant_id = $1 AND "{column}" = ANY($2::text[]) AND NOT deleted',
-                tenant_id, codes)
+            rows = await conn.fetch(live_codes(table, column), tenant_id, codes)
             found[ref].update(r["code"] for r in rows)
-    tenant = await conn.fetchrow("SELECT locked_until, base_currency FROM tenant WHERE id = $1", tenant_id)
+    tenant = await conn.fetchrow(QUERIES["voucher_tenant"], tenant_id)
     locked_until, base = tenant["locked_until"], tenant["base_currency"]
     for _, (index, doc) in docs:
         # Fast's default currency: the tenant's base currency, whose rate is 1.
@@ -304,8 +300,7 @@ async def check(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
         if doc["Currency"] == base:
             doc.setdefault("ExchangeRate", 1)
     currencies = {r["currency_code"]: r["decimal_places"] for r in await conn.fetch(
-        "SELECT currency_code, decimal_places FROM currency WHERE tenant_id = $1 AND NOT deleted"
-        " AND currency_code = ANY($2::text[])", tenant_id, sorted({d["Currency"] for _, (_, d) in docs}))}
+        QUERIES["voucher_currencies"], tenant_id, sorted({d["Currency"] for _, (_, d) in docs}))}
     units = await _item_units(conn, tenant_id, docs) if form.has_units else {}
 
     for key, (index, doc) in docs:
@@ -340,7 +335,8 @@ async def check(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
         del batch.upserts[key]
     if locked_until is not None and (batch.upserts or batch.deletes):
         # What is stored in the locked period stays as it is: no replacing, moving out or cancelling.
-        rows = await conn.fetch(_LOCKED, tenant_id, form.name, sorted({*batch.upserts, *batch.deletes}),
+        rows = await conn.fetch(QUERIES["voucher_locked"], tenant_id, form.name,
+                                sorted({*batch.upserts, *batch.deletes}),
                                 locked_until)
         for r in rows:
             vid = r["voucher_id"]
@@ -393,15 +389,6 @@ def _totals_checked(form: VoucherForm, doc: dict[str, Any], quantum: Decimal) ->
     return problems
 
 
-_ITEM_UNITS = """
-SELECT i.item_code, i.uom, COALESCE(array_agg(c.uom) FILTER (WHERE c.uom IS NOT NULL), '{}') AS units
-FROM item i
-LEFT JOIN unit_conversion c ON c.tenant_id = i.tenant_id AND c.item_code = i.item_code AND NOT c.deleted
-WHERE i.tenant_id = $1 AND i.item_code = ANY($2::text[]) AND NOT i.deleted AND i.stock_tracked = 1
-GROUP BY i.item_code, i.uom
-"""
-
-
 async def _item_units(conn: asyncpg.Connection, tenant_id: int,
                       docs: list[tuple[str, tuple[int, dict[str, Any]]]]) -> dict[str, tuple[str | None, set[str]]]:
     """Per stock-tracked item of the batch (the ones that move stock): its base unit and the units it has a
@@ -410,7 +397,7 @@ async def _item_units(conn: asyncpg.Connection, tenant_id: int,
                     if isinstance(line.get("ItemCode"), str)})
     if not codes:
         return {}
-    rows = await conn.fetch(_ITEM_UNITS, tenant_id, codes)
+    rows = await conn.fetch(QUERIES["voucher_item_units"], tenant_id, codes)
     return {r["item_code"]: (r["uom"], set(r["units"])) for r in rows}
 
 
@@ -436,7 +423,8 @@ async def _check_allocations(conn: asyncpg.Connection, form: VoucherForm, tenant
     """Allocations pay live invoices of the paid form, each once, and not more than the voucher's total."""
     invoice_form = form.posting.allocates
     wanted = sorted({a.get("InvoiceId") for _, (_, d) in docs for a in d.get("allocation") or ()})
-    live = {r["voucher_id"] for r in await conn.fetch(_LIVE, tenant_id, invoice_form, wanted)} if wanted else set()
+    live = ({r["voucher_id"] for r in await conn.fetch(QUERIES["voucher_live_invoices"], tenant_id, invoice_form,
+                                                       wanted)} if wanted else set())
     for key, (index, doc) in docs:
         allocations = doc.get("allocation") or []
         seen: set[str] = set()
@@ -455,83 +443,16 @@ async def _check_allocations(conn: asyncpg.Connection, form: VoucherForm, tenant
 
 # --- writing -------------------------------------------------------------------------------------------
 
-_UPSERT = """
-WITH c AS (SELECT nextval('change_seq') AS id),
-w AS (
-    INSERT INTO voucher AS t (tenant_id, form, voucher_id, voucher_number, voucher_date, partner_code, currency,
-                              exchange_rate, total_amount, description, document, deleted, change_seq, updated_at)
-    SELECT $1, $2, u.voucher_id, u.voucher_number, u.voucher_date, u.partner_code, u.currency, u.exchange_rate,
-           u.total_amount, u.description, u.document, false, (SELECT id FROM c), now()
-    FROM unnest($3::text[], $4::text[], $5::date[], $6::text[], $7::text[], $8::numeric[], $9::numeric[],
-                $10::text[], $11::jsonb[])
-         AS u(voucher_id, voucher_number, voucher_date, partner_code, currency, exchange_rate, total_amount,
-              description, document)
-    ORDER BY u.voucher_id
-    ON CONFLICT (tenant_id, form, voucher_id) DO UPDATE SET
-        voucher_number = EXCLUDED.voucher_number, voucher_date = EXCLUDED.voucher_date,
-        partner_code = EXCLUDED.partner_code, currency = EXCLUDED.currency,
-        exchange_rate = EXCLUDED.exchange_rate, total_amount = EXCLUDED.total_amount,
-        description = EXCLUDED.description, document = EXCLUDED.document, deleted = false,
-        change_seq = EXCLUDED.change_seq, updated_at = EXCLUDED.updated_at
-    WHERE (t.document, t.deleted) IS DISTINCT FROM (EXCLUDED.document, false)
-    RETURNING (xmax = 0) AS inserted, t.voucher_id
-),
-logged AS (
-    INSERT INTO change_log (id, tenant_id, tbl, keys)
-    SELECT (SELECT id FROM c), $1, $2, to_jsonb(array_agg(ARRAY[voucher_id])) FROM w HAVING count(*) > 0
-)
-SELECT inserted, voucher_id FROM w
-"""
-
-_CANCEL = """
-WITH c AS (SELECT nextval('change_seq') AS id),
-w AS (
-    UPDATE voucher AS t SET deleted = true, change_seq = (SELECT id FROM c), updated_at = now()
-    FROM unnest($3::text[]) AS u(voucher_id)
-    WHERE t.tenant_id = $1 AND t.form = $2 AND t.voucher_id = u.voucher_id AND NOT t.deleted
-    RETURNING t.voucher_id
-),
-logged AS (
-    INSERT INTO change_log (id, tenant_id, tbl, keys)
-    SELECT (SELECT id FROM c), $1, $2, to_jsonb(array_agg(ARRAY[voucher_id])) FROM w HAVING count(*) > 0
-)
-SELECT voucher_id FROM w
-"""
-# The live vouchers to cancel, key by key (see posting.STORED_VOUCHERS), with where their rows are ...
-_TO_CANCEL = ("SELECT r.voucher_id, r.ctid FROM unnest($3::text[]) AS k(voucher_id) CROSS JOIN LATERAL"
-              " (SELECT voucher_id, ctid, form, deleted FROM voucher WHERE voucher_id = k.voucher_id"
-              " AND tenant_id = $1 OFFSET 0) r WHERE r.form = $2 AND NOT r.deleted")
-# ... and _CANCEL for those rows, by ctid: without statistics _CANCEL's join was planned over every voucher of
-# the tenant's form. A row updated since it was found is skipped here (its ctid changed) and cancelled by
-# _CANCEL by key instead.
-_CANCEL_ROWS = """
-WITH c AS (SELECT nextval('change_seq') AS id),
-w AS (
-    UPDATE voucher AS t SET deleted = true, change_seq = (SELECT id FROM c), updated_at = now()
-    WHERE t.ctid = ANY($3::tid[]) AND t.tenant_id = $1 AND t.form = $2 AND NOT t.deleted
-    RETURNING t.voucher_id
-),
-logged AS (
-    INSERT INTO change_log (id, tenant_id, tbl, keys)
-    SELECT (SELECT id FROM c), $1, $2, to_jsonb(array_agg(ARRAY[voucher_id])) FROM w HAVING count(*) > 0
-)
-SELECT voucher_id FROM w
-"""
-
-
-_LOCK_VOUCHERS = ("SELECT 1 FROM voucher WHERE voucher_id = ANY($3::text[]) AND tenant_id = $1 AND form = $2"
-                  " ORDER BY voucher_id FOR NO KEY UPDATE")
-
-
 async def _cancel(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, ids: list[str]) -> list[str]:
     """The ids of the live vouchers among `ids`, now cancelled (tombstones)."""
-    found = await conn.fetch(_TO_CANCEL, tenant_id, form.name, ids)
+    found = await conn.fetch(QUERIES["voucher_to_cancel"], tenant_id, form.name, ids)
     if not found:
         return []
-    gone = [r["voucher_id"] for r in await conn.fetch(_CANCEL_ROWS, tenant_id, form.name, [r["ctid"] for r in found])]
+    rows = [r["ctid"] for r in found]
+    gone = [r["voucher_id"] for r in await conn.fetch(QUERIES["voucher_cancel_rows"], tenant_id, form.name, rows)]
     moved = sorted({r["voucher_id"] for r in found} - set(gone))
     if moved:
-        gone += [r["voucher_id"] for r in await conn.fetch(_CANCEL, tenant_id, form.name, moved)]
+        gone += [r["voucher_id"] for r in await conn.fetch(QUERIES["voucher_cancel"], tenant_id, form.name, moved)]
     return sorted(gone)
 
 
@@ -547,7 +468,7 @@ def _to(pgtype: str, value: Any) -> Any:
     return value if isinstance(value, str) else str(value)
 
 
-# The typed header columns, in the order of _UPSERT's arrays ($3 ... $11).
+# The typed header columns, in the order of voucher_upsert's arrays ($3 ... $11).
 _HEADER_SOURCE = (
     "v AS MATERIALIZED (SELECT $1::integer AS tenant_id, $2::text AS form, u.*"
     " FROM unnest($3::text[], $4::text[], $5::date[], $6::text[], $7::text[], $8::numeric[], $9::numeric[],"
@@ -582,19 +503,6 @@ def _wire(pgtype: str, value: Any) -> Any:
     return _to(pgtype, value)
 
 
-_STORED_NUMBERS = (f"SELECT voucher_id, voucher_number FROM ({posting.STORED_VOUCHERS}) s"
-                   " WHERE voucher_number IS NOT NULL")
-_LOCKED = (f"SELECT voucher_id, voucher_date FROM ({posting.STORED_VOUCHERS}) s"
-           " WHERE NOT deleted AND voucher_date <= $4")
-# Invoices that allocations pay, share-locked until the paying voucher commits: a cancellation of one waits.
-_LIVE = f"SELECT voucher_id FROM ({posting.STORED_VOUCHERS}) s WHERE NOT deleted FOR SHARE"
-_NEXT_NUMBERS = """
-INSERT INTO voucher_counter AS c (tenant_id, form, last_number) VALUES ($1, $2, $3)
-ON CONFLICT (tenant_id, form) DO UPDATE SET last_number = c.last_number + EXCLUDED.last_number
-RETURNING last_number
-"""
-
-
 async def _number(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, ids: list[str],
                   docs: list[dict[str, Any]]) -> None:
     """Give vouchers sent without a VoucherNumber one (Fast assigns it when empty): the number a stored
@@ -603,9 +511,10 @@ async def _number(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, i
     if not missing:
         return
     stored = {r["voucher_id"]: r["voucher_number"]
-              for r in await conn.fetch(_STORED_NUMBERS, tenant_id, form.name, [k for k, _ in missing])}
+              for r in await conn.fetch(QUERIES["voucher_stored_numbers"], tenant_id, form.name,
+                                        [k for k, _ in missing])}
     new = [(k, d) for k, d in missing if k not in stored]
-    last = await conn.fetchval(_NEXT_NUMBERS, tenant_id, form.name, len(new)) if new else 0
+    last = await conn.fetchval(QUERIES["voucher_next_numbers"], tenant_id, form.name, len(new)) if new else 0
     for k, d in missing:
         if k in stored:
             d["VoucherNumber"] = stored[k]
@@ -629,39 +538,40 @@ _NOT_POSTED = (DETAIL, "tax")
 
 
 async def write(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, batch: VoucherBatch,
-                dry_run: bool) -> dict[str, int]:
-    """The batch's checked vouchers written, inside the caller's transaction (see apply())."""
+                dry_run: bool) -> WriteResult:
+    """The batch's checked vouchers written, inside the core's transaction (gateway/sync.py)."""
     ids = sorted(batch.upserts)
     docs = [batch.upserts[k][1] for k in ids]
     cancel_ids = sorted(batch.deletes)
-    inserted = updated = cancelled = 0
+    out = WriteResult()
     if cancel_ids and (ids or len(cancel_ids) > 1):
         # The stored vouchers of the batch locked first, in key order, as a master batch does (engine.write).
-        await conn.execute(_LOCK_VOUCHERS, tenant_id, form.name, [*ids, *cancel_ids])
+        await conn.execute(QUERIES["voucher_lock"], tenant_id, form.name, [*ids, *cancel_ids])
     if ids:
         if dry_run and not all(d.get("VoucherNumber") for d in docs):
             await _number(conn, form, tenant_id, ids, docs)  # the counter is rolled back with the dry run
         header = _header_arrays(form, ids, docs)
-        rows = await conn.fetch(_UPSERT, tenant_id, form.name, *header)
-        inserted = sum(1 for r in rows if r["inserted"])
-        updated = len(rows) - inserted
-        changed = {r["voucher_id"] for r in rows}
-        if updated:
+        rows = await conn.fetch(QUERIES["voucher_upsert"], tenant_id, form.name, *header)
+        out.changed.update((r["voucher_id"], "inserted" if r["inserted"] else "updated") for r in rows)
+        out.inserted = sum(1 for r in rows if r["inserted"])
+        out.updated = len(rows) - out.inserted
+        if out.updated:
             # Replace the lines of the stored vouchers that changed, whole: no orphan line survives. A
             # voucher just inserted has neither lines nor postings yet.
             await conn.execute(posting.UNPOST_WITH_LINES, tenant_id, form.name,
                                sorted(r["voucher_id"] for r in rows if not r["inserted"]))
-        if changed:
+        if rows:
             await conn.execute(posting.PLAN_SETTINGS)
             await conn.execute(write_statement(form), tenant_id, form.name,
-                               *_batch_arrays(form, batch, ids, docs, changed))
+                               *_batch_arrays(form, batch, ids, docs, set(out.changed)))
     if cancel_ids:
         gone = await _cancel(conn, form, tenant_id, cancel_ids)
-        cancelled = len(gone)
+        out.changed.update((vid, "deleted") for vid in gone)
+        out.deleted = len(gone)
         if gone:
             await conn.execute(posting.UNPOST_WITH_LINES, tenant_id, form.name, gone)
-    unchanged = len(ids) + len(cancel_ids) - inserted - updated - cancelled
-    return {"inserted": inserted, "updated": updated, "unchanged": unchanged, "deleted": cancelled}
+    out.unchanged = len(ids) + len(cancel_ids) - out.inserted - out.updated - out.deleted
+    return out
 
 
 def _header_arrays(form: VoucherForm, ids: list[str], docs: list[dict[str, Any]]) -> list[list[Any]]:
@@ -699,79 +609,48 @@ def _batch_arrays(form: VoucherForm, batch: VoucherBatch, ids: list[str], docs: 
     return header + arrays
 
 
-# --- the request --------------------------------------------------------------------------------------------
+# --- the core's view (gateway/sync.py) ------------------------------------------------------------------
 
-def plan(form: VoucherForm, body: dict[str, Any], max_records: int) -> SyncPlan:
-    options = parse_options(body)
-    if options.outcomes:
-        raise BadRequest("'outcomes' is not available for vouchers yet")
-    data = records_of(body, max_records)
-    return SyncPlan(form, options, data, prepare(form, data, strict=options.strict))
+class _Vouchers:
+    """Vouchers, for the write core."""
 
+    noun = "vouchers"
 
-def _refusal(options: SyncOptions, data: list[Any], batch: VoucherBatch) -> DataStructureError:
-    """The 601 of a batch refused whole."""
-    failed = len(batch.failed_indexes)
-    result = {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0, "failed": failed,
-              "superseded": batch.superseded}
-    what = "nothing was written" if not options.dry_run else "dry run"
-    extra: dict[str, Any] = {"records": 0, "result": result, "errors": batch.errors}
-    if batch.warnings:
-        extra["warnings"] = batch.warnings.as_list()
-    return DataStructureError(f"{failed} of {len(data)} vouchers are invalid; {what}: {summarise(batch.errors)}",
-                              **extra)
+    def prepare(self, form: VoucherForm, data: list[Any], options: SyncOptions) -> VoucherBatch:
+        return prepare(form, data, strict=options.strict, keep_keys=options.outcomes)
 
+    def attempt(self, batch: VoucherBatch) -> VoucherBatch:
+        return replace(batch, upserts=dict(batch.upserts), deletes=dict(batch.deletes), errors=list(batch.errors),
+                       failed_indexes=set(batch.failed_indexes))
 
-class _Refused(Exception):
-    """The checks refused the batch whole: raised inside the transaction to roll it back."""
+    def one_statement(self, batch: VoucherBatch, options: SyncOptions) -> bool:
+        return False
 
-    def __init__(self, batch: VoucherBatch) -> None:
-        super().__init__()
-        self.batch = batch
+    async def before(self, conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, batch: VoucherBatch,
+                     options: SyncOptions) -> None:
+        ids = sorted(batch.upserts)
+        docs = [batch.upserts[k][1] for k in ids]
+        if not options.dry_run and not all(d.get("VoucherNumber") for d in docs):
+            # Numbers are taken before the writing transaction, each statement committing on its own, so that
+            # the counter's row is locked for a moment rather than until the batch commits: concurrent requests
+            # of a form do not wait for each other. As with a sequence, numbers taken by a voucher that is then
+            # refused or rolled back are not given back (a gap in the numbering).
+            await _number(conn, form, tenant_id, ids, docs)
 
-
-def _attempt(batch: VoucherBatch) -> VoucherBatch:
-    """A copy of the batch for one attempt of the transaction: the checks drop what they refuse, and a
-    transaction run again (after a deadlock) checks the batch as prepared."""
-    return replace(batch, upserts=dict(batch.upserts), deletes=dict(batch.deletes), errors=list(batch.errors),
-                   failed_indexes=set(batch.failed_indexes))
-
-
-async def apply(conn: asyncpg.Connection, tenant_id: int, work: SyncPlan) -> dict[str, Any]:
-    """Check and write the batch in one transaction, under the tenant's reference gate (shared): a master
-    record the vouchers name cannot be deleted, nor the period locked, between the checks and the commit."""
-    form, options, data, prepared = work.form, work.options, work.data, work.batch
-    atomic = options.mode == "atomic"
-    if prepared.errors and (atomic or len(prepared.failed_indexes) == len(data)):
-        raise _refusal(options, data, prepared)
-    ids = sorted(prepared.upserts)
-    docs = [prepared.upserts[k][1] for k in ids]
-    if not options.dry_run and not all(d.get("VoucherNumber") for d in docs):
-        # Numbers are taken before the writing transaction, each statement committing on its own, so that the
-        # counter's row is locked for a moment rather than until the batch commits: concurrent requests of a
-        # form do not wait for each other. As with a sequence, numbers taken by a voucher that is then refused
-        # or rolled back are not given back (a gap in the numbering).
-        await _number(conn, form, tenant_id, ids, docs)
-
-    async def checked_write() -> tuple[VoucherBatch, dict[str, int]]:
-        batch = _attempt(prepared)
+    async def check(self, conn: asyncpg.Connection, form: VoucherForm, tenant_id: int,
+                    batch: VoucherBatch) -> None:
+        """Under the tenant's gate (shared), held to the commit: a master record the vouchers name cannot be
+        deleted, nor the period locked, between these checks and the commit (gateway/references.py)."""
         await conn.execute(GATE_SHARED, tenant_id)
-        await check(conn, form, tenant_id, batch)
-        if batch.errors and (atomic or len(batch.failed_indexes) == len(data)):
-            raise _Refused(batch)
-        return batch, await write(conn, form, tenant_id, batch, options.dry_run)
+        if batch.upserts or batch.deletes:
+            await check(conn, form, tenant_id, batch)
 
-    try:
-        batch, counts = await in_transaction(conn, checked_write, dry_run=options.dry_run)
-    except _Refused as refused:
-        raise _refusal(options, data, refused.batch) from None
-    result = {**counts, "failed": len(batch.failed_indexes), "superseded": batch.superseded}
-    synced = result["inserted"] + result["updated"] + result["unchanged"] + result["deleted"]
-    response: dict[str, Any] = {"records": synced, "fkey": "", "result": result}
-    if batch.errors:
-        response["errors"] = batch.errors
-    if batch.warnings:
-        response["warnings"] = batch.warnings.as_list()
-    if options.dry_run:
-        response["dry_run"] = True
-    return response
+    async def write(self, conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, batch: VoucherBatch,
+                    options: SyncOptions) -> WriteResult:
+        return await write(conn, form, tenant_id, batch, options.dry_run)
+
+    def key_text(self, form: VoucherForm, key: Any) -> str | None:
+        return key if isinstance(key, str) else None
+
+
+VOUCHERS = _Vouchers()

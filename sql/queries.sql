@@ -59,12 +59,26 @@ RETURNING role;
 UPDATE tenant SET locked_until = $2 WHERE id = $1 RETURNING id;
 
 -- name: reference_gate_shared
--- The tenant's reference gate (gateway/references.py), held by a voucher write until it commits.
+-- The tenant's gate (gateway/references.py), held by every write of the tenant's data until it commits.
 SELECT pg_advisory_xact_lock_shared(1450738502, $1);
 
 -- name: reference_gate_exclusive
 -- The tenant's reference gate, held by a delete of referenced masters or a change of the locked period.
 SELECT pg_advisory_xact_lock(1450738502, $1);
+
+-- name: feed_cutoff
+-- The change-feed position (a transaction id, as text) below which every change of tenant $1 is committed:
+-- the oldest transaction among the sessions holding the tenant's gate (every write holds it, gateway/feed.py),
+-- else the next transaction id to be assigned. pg_locks gives 32-bit ids: each is widened against the next
+-- full id, which no running transaction is more than 2^31 behind.
+WITH nxt AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS x),
+gate AS (SELECT pid FROM pg_locks
+         WHERE locktype = 'advisory' AND classid = 1450738502 AND objid = $1 AND objsubid = 2 AND granted),
+own AS (SELECT l.transactionid::text::bigint AS xid FROM pg_locks l JOIN gate g ON g.pid = l.pid
+        WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.granted)
+SELECT least(nxt.x, min(nxt.x - ((nxt.x % 4294967296 - own.xid + 4294967296) % 4294967296)))::text
+FROM nxt LEFT JOIN own ON true
+GROUP BY nxt.x;
 
 -- name: tenant_count
 SELECT count(*) FROM tenant;
@@ -91,13 +105,21 @@ SET disabled = $2,
     updated_at = now()
 WHERE username = $1 RETURNING id;
 
+-- name: idempotency_lock
+-- The key's session lock ($1, from idempotency.lock_id), held by the request that claimed the key for as long
+-- as it runs; PostgreSQL releases it should that request's connection or process die. True: taken.
+SELECT pg_try_advisory_lock($1);
+
+-- name: idempotency_unlock
+SELECT pg_advisory_unlock($1);
+
 -- name: idempotency_claim
--- Claims a key (new, or stale: still pending after $4 seconds); returns true when this request owns it.
+-- Claims a key for a request that holds its lock (idempotency_lock): a new key, or one still pending from a
+-- request that died, since a live one would hold the lock. Returns true when this request owns the key.
 INSERT INTO idempotency_key AS k (tenant_id, key, request_hash) VALUES ($1, $2, $3)
 ON CONFLICT (tenant_id, key) DO UPDATE
-    SET request_hash = EXCLUDED.request_hash, created_at = now()
-    WHERE k.response_status IS NULL AND k.created_at < now() - make_interval(secs => $4)
-      AND k.request_hash = EXCLUDED.request_hash
+    SET created_at = now()
+    WHERE k.response_status IS NULL AND k.request_hash = EXCLUDED.request_hash
 RETURNING true;
 
 -- name: idempotency_get
@@ -112,3 +134,186 @@ DELETE FROM idempotency_key WHERE tenant_id = $1 AND key = $2 AND response_statu
 
 -- name: idempotency_purge
 DELETE FROM idempotency_key WHERE created_at < now() - interval '24 hours';
+
+-- Login throttling
+
+-- name: login_attempt_begin
+-- Counts a login attempt against the pair ($1 client address, $2 username) and against the address alone
+-- (username ''), unless a count has reached its limit ($4 for the pair, $5 for the address) in its window
+-- of $3 seconds: then nothing is counted and the answer is the seconds until the refusing windows close.
+-- NULL: counted, go ahead. A window that has passed starts again. The rows are locked in username order,
+-- the address's first (as login_attempt_succeeded does), so concurrent attempts queue instead of slipping
+-- past a limit together.
+WITH open_window AS (
+    SELECT username, attempts, window_start FROM login_throttle
+    WHERE client_addr = $1::text AND username IN ('', $2::text)
+      AND window_start > now() - make_interval(secs => $3::float8)
+    ORDER BY username
+    FOR UPDATE
+), refusing AS (
+    SELECT window_start FROM open_window
+    WHERE attempts >= CASE WHEN username = '' THEN $5::integer ELSE $4::integer END
+), counted AS (
+    INSERT INTO login_throttle AS t (client_addr, username)
+    SELECT $1, u.username FROM unnest(ARRAY['', $2]) WITH ORDINALITY AS u(username, n)
+    WHERE NOT EXISTS (SELECT FROM refusing)
+    ORDER BY u.n
+    ON CONFLICT (client_addr, username) DO UPDATE
+    SET window_start = CASE WHEN t.window_start > now() - make_interval(secs => $3) THEN t.window_start
+                            ELSE now() END,
+        attempts = CASE WHEN t.window_start > now() - make_interval(secs => $3) THEN t.attempts + 1 ELSE 1 END
+)
+SELECT greatest(1, ceil(extract(epoch FROM max(window_start) + make_interval(secs => $3) - now())))::integer
+FROM refusing
+HAVING count(*) > 0;
+
+-- name: login_attempt_succeeded
+-- A successful login clears the pair's count ($1 client address, $2 username) and takes its own attempt off
+-- the address's, which so counts failures only. Locks in the order login_attempt_begin does.
+WITH locked AS (
+    SELECT username FROM login_throttle WHERE client_addr = $1 AND username IN ('', $2)
+    ORDER BY username
+    FOR UPDATE
+)
+UPDATE login_throttle t
+SET attempts = CASE WHEN t.username = '' THEN greatest(t.attempts - 1, 0) ELSE 0 END
+FROM locked
+WHERE t.client_addr = $1 AND t.username = locked.username;
+
+-- name: login_throttle_purge
+-- Counts whose window of $1 seconds has passed count nothing any more.
+DELETE FROM login_throttle WHERE window_start <= now() - make_interval(secs => $1);
+
+-- name: user_set_role
+-- A role change ends the user's tokens, as passwd and disable do: each token carries the role it was issued
+-- with, and the version makes the end exact (a token issued in the second of the change included).
+UPDATE app_user
+SET role = $2, token_version = token_version + 1, tokens_valid_after = now(), updated_at = now()
+WHERE username = $1 RETURNING id;
+
+-- Vouchers (gateway/vouchers.py). $1 is the tenant, $2 the form, $3 the batch's voucher ids. Stored vouchers
+-- are found key by key (a lateral look-up that cannot be flattened), never by scanning the tenant's form, so
+-- a never-analysed table is planned as well as an analysed one.
+
+-- name: voucher_tenant
+-- The tenant's locked period and base currency, read under its gate.
+SELECT locked_until, base_currency FROM tenant WHERE id = $1;
+
+-- name: voucher_currencies
+-- The live currencies among $2 and their decimal places.
+SELECT currency_code, decimal_places FROM currency
+WHERE tenant_id = $1 AND NOT deleted AND currency_code = ANY($2::text[]);
+
+-- name: voucher_item_units
+-- Per stock-tracked item among $2: its base unit and the units it has a live conversion for.
+SELECT i.item_code, i.uom, COALESCE(array_agg(c.uom) FILTER (WHERE c.uom IS NOT NULL), '{}') AS units
+FROM item i
+LEFT JOIN unit_conversion c ON c.tenant_id = i.tenant_id AND c.item_code = i.item_code AND NOT c.deleted
+WHERE i.tenant_id = $1 AND i.item_code = ANY($2::text[]) AND NOT i.deleted AND i.stock_tracked = 1
+GROUP BY i.item_code, i.uom;
+
+-- name: voucher_stored_numbers
+-- The numbers the stored vouchers among $3 already have.
+SELECT r.voucher_id, r.voucher_number
+FROM unnest($3::text[]) AS k(voucher_id)
+CROSS JOIN LATERAL (SELECT * FROM voucher WHERE voucher_id = k.voucher_id AND tenant_id = $1 OFFSET 0) r
+WHERE r.form = $2 AND r.voucher_number IS NOT NULL;
+
+-- name: voucher_next_numbers
+-- Takes $3 numbers of the tenant's counter for the form; the last of them.
+INSERT INTO voucher_counter AS c (tenant_id, form, last_number) VALUES ($1, $2, $3)
+ON CONFLICT (tenant_id, form) DO UPDATE SET last_number = c.last_number + EXCLUDED.last_number
+RETURNING last_number;
+
+-- name: voucher_locked
+-- The live stored vouchers among $3 dated in the locked period (up to $4).
+SELECT r.voucher_id, r.voucher_date
+FROM unnest($3::text[]) AS k(voucher_id)
+CROSS JOIN LATERAL (SELECT * FROM voucher WHERE voucher_id = k.voucher_id AND tenant_id = $1 OFFSET 0) r
+WHERE r.form = $2 AND NOT r.deleted AND r.voucher_date <= $4;
+
+-- name: voucher_live_invoices
+-- The live invoices among $3 (of form $2), share-locked until the paying voucher commits: a cancellation
+-- of one waits for it.
+SELECT r.voucher_id
+FROM unnest($3::text[]) AS k(voucher_id)
+CROSS JOIN LATERAL (SELECT * FROM voucher WHERE voucher_id = k.voucher_id AND tenant_id = $1 OFFSET 0) r
+WHERE r.form = $2 AND NOT r.deleted
+FOR SHARE;
+
+-- name: voucher_lock
+-- The stored vouchers among $3 locked in key order, before a batch that both writes and cancels (or cancels
+-- several) touches them: two such batches then meet in the same order and cannot deadlock. Key by key, in
+-- the keys' order (a scan of the form's primary key would give that order too, over the tenant's whole form).
+SELECT 1
+FROM (SELECT k.voucher_id FROM unnest($3::text[]) AS k(voucher_id) ORDER BY 1) k
+CROSS JOIN LATERAL (SELECT 1 FROM voucher WHERE voucher_id = k.voucher_id AND tenant_id = $1 AND form = $2
+                    OFFSET 0) r
+FOR NO KEY UPDATE OF r;
+
+-- name: voucher_upsert
+-- Merges the batch's headers ($3 ... $11, one array per column) in key order; the ones that changed are
+-- stamped with one change number and logged in the change feed. Returns them, inserted or updated.
+WITH c AS (SELECT nextval('change_seq') AS id),
+w AS (
+    INSERT INTO voucher AS t (tenant_id, form, voucher_id, voucher_number, voucher_date, partner_code, currency,
+                              exchange_rate, total_amount, description, document, deleted, change_seq, updated_at)
+    SELECT $1, $2, u.voucher_id, u.voucher_number, u.voucher_date, u.partner_code, u.currency, u.exchange_rate,
+           u.total_amount, u.description, u.document, false, (SELECT id FROM c), now()
+    FROM unnest($3::text[], $4::text[], $5::date[], $6::text[], $7::text[], $8::numeric[], $9::numeric[],
+                $10::text[], $11::jsonb[])
+         AS u(voucher_id, voucher_number, voucher_date, partner_code, currency, exchange_rate, total_amount,
+              description, document)
+    ORDER BY u.voucher_id
+    ON CONFLICT (tenant_id, form, voucher_id) DO UPDATE SET
+        voucher_number = EXCLUDED.voucher_number, voucher_date = EXCLUDED.voucher_date,
+        partner_code = EXCLUDED.partner_code, currency = EXCLUDED.currency,
+        exchange_rate = EXCLUDED.exchange_rate, total_amount = EXCLUDED.total_amount,
+        description = EXCLUDED.description, document = EXCLUDED.document, deleted = false,
+        change_seq = EXCLUDED.change_seq, updated_at = EXCLUDED.updated_at
+    WHERE (t.document, t.deleted) IS DISTINCT FROM (EXCLUDED.document, false)
+    RETURNING (xmax = 0) AS inserted, t.voucher_id
+),
+logged AS (
+    INSERT INTO change_log (id, tenant_id, tbl, keys)
+    SELECT (SELECT id FROM c), $1, $2, to_jsonb(array_agg(ARRAY[voucher_id])) FROM w HAVING count(*) > 0
+)
+SELECT inserted, voucher_id FROM w;
+
+-- name: voucher_to_cancel
+-- The live vouchers among $3 to cancel, with where their rows are (for voucher_cancel_rows).
+SELECT r.voucher_id, r.ctid
+FROM unnest($3::text[]) AS k(voucher_id)
+CROSS JOIN LATERAL (SELECT voucher_id, ctid, form, deleted FROM voucher
+                    WHERE voucher_id = k.voucher_id AND tenant_id = $1 OFFSET 0) r
+WHERE r.form = $2 AND NOT r.deleted;
+
+-- name: voucher_cancel_rows
+-- Cancels the vouchers at the rows $3 (tombstones), stamped and logged as voucher_upsert does; a row updated
+-- since it was found is skipped (its ctid changed) and cancelled by voucher_cancel, by key, instead.
+WITH c AS (SELECT nextval('change_seq') AS id),
+w AS (
+    UPDATE voucher AS t SET deleted = true, change_seq = (SELECT id FROM c), updated_at = now()
+    WHERE t.ctid = ANY($3::tid[]) AND t.tenant_id = $1 AND t.form = $2 AND NOT t.deleted
+    RETURNING t.voucher_id
+),
+logged AS (
+    INSERT INTO change_log (id, tenant_id, tbl, keys)
+    SELECT (SELECT id FROM c), $1, $2, to_jsonb(array_agg(ARRAY[voucher_id])) FROM w HAVING count(*) > 0
+)
+SELECT voucher_id FROM w;
+
+-- name: voucher_cancel
+-- Cancels the live vouchers among $3 by key (those voucher_cancel_rows found moved).
+WITH c AS (SELECT nextval('change_seq') AS id),
+w AS (
+    UPDATE voucher AS t SET deleted = true, change_seq = (SELECT id FROM c), updated_at = now()
+    FROM unnest($3::text[]) AS u(voucher_id)
+    WHERE t.tenant_id = $1 AND t.form = $2 AND t.voucher_id = u.voucher_id AND NOT t.deleted
+    RETURNING t.voucher_id
+),
+logged AS (
+    INSERT INTO change_log (id, tenant_id, tbl, keys)
+    SELECT (SELECT id FROM c), $1, $2, to_jsonb(array_agg(ARRAY[voucher_id])) FROM w HAVING count(*) > 0
+)
+SELECT voucher_id FROM w;

@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+from typing import Any
 
 import asyncpg
 import httpx
 import jwt
+import pytest
 from argon2 import PasswordHasher
 from conftest import PASSWORD, add_user, assert_envelope, login
 
@@ -255,3 +257,61 @@ async def test_a_revoked_token_gets_401_before_its_data_is_judged(client: httpx.
     resp = await client.post("/api/SyncData", headers={"Authorization": token},
                              json={"form": "setCustomer", "data": [{"CustomerCode": 5}]})
     assert resp.status_code == 401 and assert_envelope(resp)["code"] == 401
+
+
+async def test_a_password_change_right_after_a_login_refuses_its_token_and_a_new_login_works(
+        client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    await add_user(db, "alice")
+    old = await login(client, "alice")
+    await db.fetchval(QUERIES["user_passwd"], "alice", auth.hash_password("another password"))
+    resp = await _sync(client, old)
+    assert resp.status_code == 401 and assert_envelope(resp)["code"] == 401
+    new = await login(client, "alice", "another password")
+    assert (await _sync(client, new)).status_code == 200
+    assert (await _sync(client, old)).status_code == 401
+
+
+async def _token_at_revocation(app: Any, db: asyncpg.Connection, username: str, version: int) -> str:
+    """A token of `version` issued in the very second the user's last revocation happened."""
+    row = await db.fetchrow("SELECT u.username, u.role, t.code, u.tokens_valid_after FROM app_user u"
+                            " JOIN tenant t ON t.id = u.tenant_id WHERE u.username = $1", username)
+    tokens: TokenService = app.state.gateway.tokens
+    return tokens.issue(row["username"], row["code"], row["role"], now=row["tokens_valid_after"],
+                        version=version).token
+
+
+@pytest.mark.parametrize("revoke", ["passwd", "disable", "role"])
+async def test_a_revocation_refuses_the_tokens_issued_in_its_own_second_and_not_those_after_it(
+        revoke: str, app: Any, client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    await add_user(db, "alice")
+    before = await db.fetchval("SELECT token_version FROM app_user WHERE username = 'alice'")
+    if revoke == "passwd":
+        await db.fetchval(QUERIES["user_passwd"], "alice", auth.hash_password("another password"))
+    elif revoke == "disable":
+        await db.fetchval(QUERIES["user_set_disabled"], "alice", True)
+        await db.fetchval(QUERIES["user_set_disabled"], "alice", False)
+    else:
+        await db.fetchval(QUERIES["user_set_role"], "alice", "admin")
+    after = await db.fetchval("SELECT token_version FROM app_user WHERE username = 'alice'")
+    assert after == before + 1
+    # Same second, both: the clock cannot tell them apart, the version does.
+    old = await _token_at_revocation(app, db, "alice", before)
+    new = await _token_at_revocation(app, db, "alice", after)
+    assert jwt.decode(old, options={"verify_signature": False})["iat"] == jwt.decode(
+        new, options={"verify_signature": False})["iat"]
+    assert (await _sync(client, old)).status_code == 401
+    assert (await _sync(client, new)).status_code == 200
+
+
+async def test_a_role_change_ends_the_tokens_issued_with_the_old_role(
+        client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    await add_user(db, "alice", role="writer")
+    writer = await login(client, "alice")
+    assert (await _sync(client, writer)).status_code == 200
+    await db.fetchval(QUERIES["user_set_role"], "alice", "reader")
+    resp = await _sync(client, writer)
+    assert resp.status_code == 401 and assert_envelope(resp)["code"] == 401
+    reader = await login(client, "alice")
+    assert jwt.decode(reader, options={"verify_signature": False})["role"] == "reader"
+    assert (await _sync(client, reader)).status_code == 403
+    assert await db.fetchval("SELECT count(*) FROM customer") == 1

@@ -58,3 +58,37 @@ async def test_a_wrong_value_in_a_master_field_is_never_a_5xx(vapi: VoucherApi, 
         else:
             await vapi.sync("setCustomer", [{"CustomerCode": "KHX", "action": "delete"}])
             await db.execute("DELETE FROM customer WHERE customer_code = 'KHX'")
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    (("detail", 0, "RefNumber"), 3_000_000_000),  # a line number is stored as an integer (32 bits)
+    (("detail", 0, "RefNumber"), 2**63),
+    (("detail", 0, "Quantity"), 1e30),
+    (("TotalAmount",), 10**40),
+], ids=["RefNumber-2^31", "RefNumber-2^63", "Quantity-1e30", "TotalAmount-1e40"])
+async def test_a_number_no_column_holds_is_refused_naming_its_path(vapi: VoucherApi,  # noqa: F811
+                                                                   db: asyncpg.Connection, path: tuple,
+                                                                   value: Any) -> None:
+    before = await tables(db)
+    resp = await vapi.voucher("setSaleInvoice", [_set(invoice("INV-1"), path, value)])
+    body = assert_envelope(resp)
+    pointer = "/" + "/".join(map(str, path))
+    assert body["code"] == 601 and pointer in [e["path"] for e in body["errors"]], body
+    assert await tables(db) == before
+
+
+async def test_a_nul_character_anywhere_in_a_record_is_a_400_naming_its_place(vapi: VoucherApi,  # noqa: F811
+                                                                               db: asyncpg.Connection) -> None:
+    before = await tables(db), await db.fetchval("SELECT count(*) FROM change_log")
+    cases = [
+        ("SyncData", {"form": "setCustomer", "data": [{"CustomerCode": "K1", "CustomerName": "a\u0000b"}]},
+         "/data/0/CustomerName"),
+        ("SyncData", {"form": "setCustomer", "data": [{"CustomerCode": "K1", "Na\u0000me": "x"}]},
+         "/data/0/Na\u0000me"),
+        ("SyncVoucher", {"form": "setSaleInvoice", "data": [_set(invoice("INV-1"), ["detail", 1, "ItemCode"],
+                                                                 "IT\u00001")]}, "/data/0/detail/1/ItemCode"),
+    ]
+    for endpoint, body, path in cases:
+        answer = assert_envelope(await vapi.post(endpoint, body))
+        assert answer["code"] == 400 and path in answer["messages"] and "NUL" in answer["messages"], answer
+    assert (await tables(db), await db.fetchval("SELECT count(*) FROM change_log")) == before

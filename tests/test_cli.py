@@ -244,3 +244,27 @@ async def test_a_command_on_the_embedded_server_without_xdg_runtime_dir_prints_n
     assert proc.returncode == 0, err.decode()
     assert out.decode().startswith("applied: 0001_core.sql")
     assert err == b""
+
+
+async def test_user_role_changes_the_role_and_ends_the_tokens_issued_before(
+        gateway: Gateway, client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    await add_user(db, "pos1", role="writer")
+    old = await login(client, "pos1")
+    code, out = await gateway("user", "role", "pos1", "reader")
+    assert code == 0 and out == "role of 'pos1' set to reader; tokens issued before now are refused\n", out
+    assert await db.fetchval("SELECT role FROM app_user WHERE username = 'pos1'") == "reader"
+    # No pause between issue and change: the old token is refused by its version, not by the clock.
+    resp = await client.post("/api/GetData", json={"form": "getCustomer"}, headers={"Authorization": old})
+    assert resp.status_code == 401
+    new = await login(client, "pos1")
+    resp = await client.post("/api/GetData", json={"form": "getCustomer"}, headers={"Authorization": new})
+    assert resp.status_code == 200
+    resp = await client.post("/api/SyncData", headers={"Authorization": new},
+                             json={"form": "setCustomer", "data": [{"CustomerCode": "A", "CustomerName": "a"}]})
+    assert resp.status_code == 403
+
+    code, out = await gateway("user", "role", "ghost", "admin")
+    assert code == 2 and "no user 'ghost'" in out
+    code, out = await gateway("user", "role", "pos1", "owner")
+    assert code == 2 and "invalid choice: 'owner'" in out
+    assert await db.fetchval("SELECT role FROM app_user WHERE username = 'pos1'") == "reader"

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import engine, errors, server
+from gateway import errors, server, sync
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.db import in_transaction
@@ -152,36 +152,36 @@ async def test_an_expected_failure_is_logged_as_rejected_without_a_trace(
 async def test_a_crash_under_an_idempotency_key_is_a_500_and_frees_the_key(
         client: httpx.AsyncClient, token: str, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    real_apply = engine.apply
+    real_apply = sync.apply
 
     async def crash(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(SECRET)
 
     body = {"form": "setCustomer", "data": [{"CustomerCode": "K1", "CustomerName": "n"}]}
     headers = {"Authorization": token, "Idempotency-Key": "crash-then-retry"}
-    monkeypatch.setattr(engine, "apply", crash)
+    monkeypatch.setattr(sync, "apply", crash)
     capsys.readouterr()
     resp = await client.post("/api/SyncData", json=body, headers=headers)
     assert resp.status_code == 500 and assert_envelope(resp)["code"] == 500 and SECRET not in resp.text
     assert len(events(capsys.readouterr().out, "unhandled_error")) == 1
-    monkeypatch.setattr(engine, "apply", real_apply)
+    monkeypatch.setattr(sync, "apply", real_apply)
     resp = await client.post("/api/SyncData", json=body, headers=headers)
     assert resp.status_code == 200 and "idempotent-replayed" not in resp.headers
 
 
 async def test_a_deadlock_under_an_idempotency_key_is_a_409_and_not_replayed(
         client: httpx.AsyncClient, token: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_apply = engine.apply
+    real_apply = sync.apply
 
     async def collide(*args: Any, **kwargs: Any) -> Any:
         raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
 
     body = {"form": "setCustomer", "data": [{"CustomerCode": "K1", "CustomerName": "n"}]}
     headers = {"Authorization": token, "Idempotency-Key": "collide-then-retry"}
-    monkeypatch.setattr(engine, "apply", collide)
+    monkeypatch.setattr(sync, "apply", collide)
     resp = await client.post("/api/SyncData", json=body, headers=headers)
     assert resp.status_code == 409 and assert_envelope(resp)["code"] == 409
-    monkeypatch.setattr(engine, "apply", real_apply)
+    monkeypatch.setattr(sync, "apply", real_apply)
     resp = await client.post("/api/SyncData", json=body, headers=headers)
     assert resp.status_code == 200 and "idempotent-replayed" not in resp.headers
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 from typing import Any
 
 import asyncpg
 import pytest
 from conftest import Api, assert_envelope
 
-from gateway.query import parse_date
+from gateway.db import QUERIES
+from gateway.query import MAX_FIELDS, MAX_IN_VALUES, parse_date
 
 
 def cust(code: str, name: str, **extra: Any) -> dict[str, Any]:
@@ -161,7 +163,10 @@ async def test_since_pull_waits_for_a_transaction_that_commits_late(
     try:
         tx = slow.transaction()
         await tx.start()
-        # The slow writer takes its transaction id and writes its change first (as the engine does)...
+        # The slow writer takes the tenant's gate, then its transaction id, and writes its change first (as
+        # every write does)...
+        await slow.execute(QUERIES["reference_gate_shared"],
+                           await slow.fetchval("SELECT id FROM tenant WHERE code = 'acme'"))
         number = await slow.fetchval("SELECT nextval('change_seq')")
         await slow.execute("UPDATE customer SET customer_name = 'slow', change_seq = $1,"
                            " updated_at = now() WHERE customer_code = 'KH003'", number)
@@ -318,3 +323,101 @@ def test_parse_date_refuses_anything_else(value: object) -> None:
 
 def test_parse_date_reads_no_value_as_no_date() -> None:
     assert parse_date(None) is None and parse_date("") is None
+
+
+async def test_filter_values_outside_their_column_type_get_400_naming_the_field(api: Api, people: None) -> None:
+    """Each would otherwise reach PostgreSQL (or the driver) and fail there, after the request was accepted."""
+    cases = [
+        ({"SuplierYN": 99999}, "SuplierYN", "smallint"),
+        ({"SuplierYN": {"in": [1, -40000]}}, "SuplierYN", "smallint"),
+        ({"SuplierYN": {"gt": 2**31}}, "SuplierYN", "smallint"),
+        ({"SuplierYN": {"ne": 2**63}}, "SuplierYN", "smallint"),
+        ({"CustomerName": "a\u0000"}, "CustomerName", "NUL"),
+        ({"CustomerName": {"prefix": "\u0000"}}, "CustomerName", "NUL"),
+        ({"CustomerCode": {"in": ["KH001", "x\u0000"]}}, "CustomerCode", "NUL"),
+        ({"CustomerName": {"contains": "x" * 5000}}, "CustomerName", "longer than"),
+    ]
+    for filters, name, words in cases:
+        resp = await api.get("getCustomer", filters=filters)
+        body = assert_envelope(resp)
+        assert (resp.status_code, body["code"], body.get("field")) == (400, 400, name), (filters, body)
+        assert words in body["messages"] and len(body["messages"]) < 300, (filters, body)
+    resp = await api.get("getCustomer", Id="KH001\u0000")
+    assert (resp.status_code, resp.json()["field"]) == (400, "CustomerCode")
+
+
+@pytest.mark.parametrize("value", ["1e1000000", "-1e1000000", "1e-1000000", "NaN", "Infinity", "-inf", "sNaN",
+                                   "1" * 101, "0." + "1" * 101])
+async def test_a_number_filter_must_be_finite_and_of_bounded_digits(api: Api, value: str) -> None:
+    # Sent as a JSON number where JSON can write it, else as text: both reach the same check.
+    raw = value if value[0].isdigit() or value[0] == "-" and value[1].isdigit() else f'"{value}"'
+    resp = await api.client.post("/api/GetData", content=f'{{"form":"getItem","filters":{{"Price":{{"gt":{raw}}}}}}}',
+                                 headers={"Authorization": api.token})
+    body = assert_envelope(resp)
+    assert (resp.status_code, body["code"], body.get("field")) == (400, 400, "Price"), body
+    assert len(body["messages"]) < 300
+
+
+async def test_a_number_filter_of_many_digits_within_the_bound_is_compared_exactly(api: Api) -> None:
+    assert (await api.sync("setItem", [{"ItemCode": "IT1", "ItemName": "W", "ItemType": "HH", "Price": "12.5"}])
+            ).status_code == 200
+    just_below = "12.4" + "9" * 90
+    body = assert_envelope(await api.get("getItem", filters={"Price": {"gt": just_below}}))
+    assert [r["ItemCode"] for r in body["data"]] == ["IT1"]
+    body = assert_envelope(await api.get("getItem", filters={"Price": {"gt": "1" + "0" * 99}}))
+    assert body["data"] == []
+
+
+async def test_in_lists_fields_order_by_and_conditions_are_bounded(api: Api, people: None) -> None:
+    at_most = ["KH001", *(f"K{i}" for i in range(MAX_IN_VALUES - 1))]
+    assert await codes(api, filters={"CustomerCode": {"in": at_most}}) == ["KH001"]
+    # Field names match in any case, so one field can be named in hundreds of spellings.
+    spellings = {"".join(letters) + "Name": {"eq": "x"}
+                 for letters in itertools.product(*((c.lower(), c.upper()) for c in "Customer"))}
+    within = dict(itertools.islice(spellings.items(), MAX_FIELDS))
+    assert await codes(api, filters=within) == []
+    cases = [
+        ({"filters": {"CustomerCode": {"in": [*at_most, "KH002"]}}}, "CustomerCode", MAX_IN_VALUES),
+        ({"fields": ["CustomerName"] * (MAX_FIELDS + 1)}, "fields", MAX_FIELDS),
+        ({"order_by": ["CustomerName"] * (MAX_FIELDS + 1)}, "order_by", MAX_FIELDS),
+        ({"filters": spellings}, "filters", MAX_FIELDS),
+    ]
+    for params, name, bound in cases:
+        resp = await api.get("getCustomer", **params)
+        body = assert_envelope(resp)
+        assert (resp.status_code, body.get("field")) == (400, name), (name, body)
+        assert f"{bound:,}".replace(",", "") in body["messages"] and len(body["messages"]) < 300, body
+
+
+@pytest.mark.parametrize("since", ["18446744073709551616.1.1", "1.9223372036854775808.1", "1.1.9223372036854775808",
+                                   "99999999999999999999.1.1", "1.2.3\n", "1.2", -1, [0]])
+async def test_a_since_position_out_of_range_gets_400(api: Api, since: Any) -> None:
+    resp = await api.get("getCustomer", since=since)
+    body = assert_envelope(resp)
+    assert (resp.status_code, body["code"], body.get("field")) == (400, 400, "since"), body
+
+
+async def test_the_largest_since_position_is_read(api: Api) -> None:
+    body = assert_envelope(await api.get("getCustomer", since="18446744073709551615.9223372036854775807.1"))
+    assert body["code"] == 200 and body["data"] == []
+
+
+async def test_an_error_quotes_a_huge_value_cut_short(api: Api) -> None:
+    resp = await api.get("getCustomer", dateFrom="9" * 100_000, filters={"x" * 100_000: 1})
+    assert assert_envelope(resp)["code"] == 400 and len(resp.content) < 2_000, resp.content[:300]
+
+
+WRONG_KINDS: list[Any] = [[], ["x"], {}, {"eq": "x"}, True, 10**40, -1, "\u0000", "x" * 5000, "9999-12-31", ""]
+
+
+@pytest.mark.parametrize("form", ["getCustomer", "getSaleInvoice"])
+async def test_every_option_with_a_wrong_kind_of_value_gets_a_400_naming_a_field_never_a_5xx(api: Api, form: str) -> None:
+    for option in ("Id", "dateFrom", "dateTo", "filters", "fields", "order_by", "limit", "cursor", "since"):
+        for value in WRONG_KINDS:
+            resp = await api.get(form, **{option: value})
+            body = assert_envelope(resp)
+            assert resp.status_code < 500, (option, value, body)
+            if body["code"] != 200:
+                assert body["code"] == 400 and len(body["messages"]) < 500, (option, value, body)
+                # The option, or the name inside it that is wrong (a filter's field, say).
+                assert body.get("field"), (option, value, body)

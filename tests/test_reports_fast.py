@@ -277,3 +277,44 @@ async def test_bad_report_parameters_are_refused_naming_the_field(shop: ReportAp
     assert (resp.status_code, body["code"]) == (400, 400) and f"'{name}'" in body["messages"], body
 
 
+
+
+WRONG_KINDS: list[Any] = [["item"], {"eq": "x"}, True, 10**40, "a\u0000b", "x" * 5000, "9999-12-31", "0001-01-01"]
+
+
+async def test_every_report_parameter_with_a_wrong_kind_of_value_gets_a_4xx_naming_it_never_a_5xx(
+        ledger: ReportApi, registry: Registry) -> None:
+    reports = [f for f in registry.forms if f.kind == "report"]
+    assert len(reports) >= 8
+    for form in reports:
+        for param in {*form.params, "group_by"}:
+            for value in WRONG_KINDS:
+                base = {"Id": "131"} if form.get_name == "getAccountLedger" else {}  # its Id is required
+                resp = await ledger.get(form.get_name, **{**base, param: value})
+                body = assert_envelope(resp)
+                assert resp.status_code < 500, (form.get_name, param, value, body)
+                if body["code"] != 200:
+                    assert body["code"] == 400 and len(body["messages"]) < 500, (form.get_name, param, body)
+                    assert body.get("field", "").lower() == param.lower(), (form.get_name, param, value, body)
+
+
+async def test_sales_summary_groups_are_read_in_any_case_and_a_list_is_refused(ledger: ReportApi) -> None:
+    by_item = await ledger.report("getSalesSummary", group_by="ITEM")
+    assert by_item["group_by"] == "item" and [r["Key"] for r in by_item["data"]] == ["IT1"]
+    assert (await ledger.report("getSalesSummary", group_by=None))["group_by"] == "period"
+    resp = await ledger.get("getSalesSummary", group_by=["item"])
+    body = assert_envelope(resp)
+    assert (resp.status_code, body["code"], body["field"]) == (400, 400, "group_by"), body
+
+
+async def test_receivables_at_the_last_day_of_the_calendar_count_the_days_overdue(ledger: ReportApi) -> None:
+    # 9999-12-31 reaches PostgreSQL as infinity, which cannot be subtracted from a date.
+    body = await ledger.report("getReceivables", dateTo="9999-12-31", include_paid=True)
+    invoices = {i["VoucherId"]: i for row in body["data"] for i in row["Invoices"]}
+    assert invoices["S2"]["DaysOverdue"] == (dt.date(9999, 12, 31) - dt.date(2026, 5, 20)).days
+    assert body["data"][0]["Over90"] > 0
+
+
+async def test_an_account_ledger_takes_the_account_code_as_a_number_too(ledger: ReportApi) -> None:
+    as_text = await ledger.report("getAccountLedger", Id="131")
+    assert as_text["data"] and await ledger.report("getAccountLedger", Id=131) == as_text

@@ -80,6 +80,11 @@ async def test_serve_creates_demo_user_once_and_serves_with_two_workers(db_url: 
             second += line
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             assert (await client.get("/healthz")).status_code == 200
+            # Served as every worker is configured: no header naming the server, the request head bounded.
+            resp = await client.get("/healthz")
+            assert "server" not in resp.headers and resp.headers["x-content-type-options"] == "nosniff"
+            resp = await client.get("/healthz", headers={"X-Big": "b" * 70_000})
+            assert (resp.status_code, resp.json()["code"]) == (431, 431)
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.communicate(), 40)

@@ -13,7 +13,7 @@ from conftest import plan_scans
 from test_vouchers import VoucherApi, invoice, vapi  # noqa: F401  (vapi: the fixture)
 
 from gateway import posting, vouchers
-from gateway.db import init_connection
+from gateway.db import QUERIES, init_connection
 from gateway.forms import SYNC_VOUCHER, Registry
 
 WRITE_TABLES = ("voucher", "voucher_line", "gl_entry", "stock_move", "voucher_allocation", "item",
@@ -119,13 +119,15 @@ async def test_write_plans_start_from_the_batch_keys_on_never_analysed_tables(
 
     statements = {
         "lines and postings": (vouchers.write_statement(form), arrays),
-        "header upsert": (vouchers._UPSERT, vouchers._header_arrays(form, ids, docs)),
+        "header upsert": (QUERIES["voucher_upsert"], vouchers._header_arrays(form, ids, docs)),
         "unpost": (posting.UNPOST_WITH_LINES, [ids]),
         "repost": (form.posting.statement(posting.STORED_SOURCES), [ids]),
-        "stored numbers": (vouchers._STORED_NUMBERS, [ids]),
-        "locked period": (vouchers._LOCKED, [ids, dt.date(2026, 1, 31)]),
-        "vouchers to cancel": (vouchers._TO_CANCEL, [ids]),
-        "cancel": (vouchers._CANCEL_ROWS, [[(0, 1), (0, 2)]]),
+        "stored numbers": (QUERIES["voucher_stored_numbers"], [ids]),
+        "locked period": (QUERIES["voucher_locked"], [ids, dt.date(2026, 1, 31)]),
+        "vouchers to cancel": (QUERIES["voucher_to_cancel"], [ids]),
+        "cancel": (QUERIES["voucher_cancel_rows"], [[(0, 1), (0, 2)]]),
+        "lock in key order": (QUERIES["voucher_lock"], [ids]),
+        "allocated invoices": (QUERIES["voucher_live_invoices"], [ids]),
     }
     for name, (sql, args) in statements.items():
         scans = await _explain(db, sql, tenant_id, form.name, *args)
@@ -152,7 +154,7 @@ class _Stale:
         self.conn, self.stale = conn, stale
 
     async def fetch(self, sql: str, *args: Any) -> Any:
-        if sql == vouchers._TO_CANCEL:
+        if sql == QUERIES["voucher_to_cancel"]:
             return self.stale
         return await self.conn.fetch(sql, *args)
 
@@ -162,7 +164,7 @@ async def test_a_voucher_updated_after_it_was_found_is_still_cancelled(
     assert (await vapi.voucher("setSaleInvoice", [invoice("X-1"), invoice("X-2")])).status_code == 200
     tenant_id = await db.fetchval("SELECT id FROM tenant WHERE code = 'acme'")
     form, _ = registry.resolve(SYNC_VOUCHER, "setSaleInvoice")
-    stale = [dict(r) for r in await db.fetch(vouchers._TO_CANCEL, tenant_id, form.name, ["X-1", "X-2"])]
+    stale = [dict(r) for r in await db.fetch(QUERIES["voucher_to_cancel"], tenant_id, form.name, ["X-1", "X-2"])]
     await db.execute("UPDATE voucher SET updated_at = now() WHERE voucher_id = 'X-1'")  # a new row version
     async with db.transaction():
         gone = await vouchers._cancel(_Stale(db, stale), form, tenant_id, ["X-1", "X-2"])  # type: ignore[arg-type]
