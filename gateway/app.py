@@ -131,8 +131,12 @@ async def get_token(request: Request) -> Response:
         raise BadRequest("Fields 'username' and 'password' are required strings")
     structlog.contextvars.bind_contextvars(user=username[:auth.MAX_USERNAME])
     # Failed logins count against the address the connection came from (see auth.client_key).
-    issued = await auth.login(gw.require_pool(), gw.tokens, username, password,
-                              request.client.host if request.client else None)
+    try:
+        issued = await auth.login(gw.require_pool(), gw.tokens, username, password,
+                                  request.client.host if request.client else None)
+    except auth.LoginThrottled:
+        await auth.tarpit()
+        raise
     return success("Success", token={"accesstoken": issued.token, "expires": utc_iso(issued.expires)})
 
 

@@ -48,6 +48,12 @@ THROTTLE_WINDOW_SECONDS = 15 * 60
 MAX_FAILURES_PER_PAIR = 10
 MAX_FAILURES_PER_ADDRESS = 100
 THROTTLE_PURGE_CHANCE = 0.01  # the share of logins that also delete the counts whose window has passed
+# A throttled attempt is answered after this pause: a client looping bad logins then costs a request a second
+# rather than as many as the CPU can answer (its 429s are cheap, but at hundreds a second they still took the
+# box from other tenants). The pause holds no connection and no CPU; at most TARPIT_SLOTS attempts pause at
+# once per worker, any more are answered at once.
+TARPIT_SECONDS = 1.0
+TARPIT_SLOTS = 256
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 # Verified when the username is unknown, so that an unknown user costs as much as a wrong password.
@@ -219,7 +225,22 @@ async def count_attempt(conn: asyncpg.Connection, client: str, username: str) ->
     wait = await conn.fetchval(QUERIES["login_attempt_begin"], client, username, float(THROTTLE_WINDOW_SECONDS),
                                MAX_FAILURES_PER_PAIR, MAX_FAILURES_PER_ADDRESS)
     if wait is not None:
-        raise TooManyRequests(f"Too many failed logins; retry in {wait} seconds", retry_after=wait)
+        raise LoginThrottled(f"Too many failed logins; retry in {wait} seconds", retry_after=wait)
+
+
+class LoginThrottled(TooManyRequests):
+    """A login refused because its client address, or the address and username, failed too often."""
+
+
+_tarpit = asyncio.Semaphore(TARPIT_SLOTS)
+
+
+async def tarpit() -> None:
+    """The pause before a throttled login's answer (TARPIT_SECONDS), unless every slot is taken."""
+    if TARPIT_SECONDS <= 0 or _tarpit.locked():
+        return
+    async with _tarpit:
+        await asyncio.sleep(TARPIT_SECONDS)
 
 
 async def login(pool: asyncpg.Pool, tokens: TokenService, username: str, password: str,

@@ -419,6 +419,15 @@ def cheap_password_hasher() -> Iterator[None]:
     _hashes.clear()
 
 
+# A throttled login is answered after a pause (auth.TARPIT_SECONDS); the tests that throttle on purpose would
+# wait for it at every attempt. test_login_throttle checks the pause itself.
+@pytest.fixture(scope="session", autouse=True)
+def no_login_pause() -> Iterator[None]:
+    previous, auth.TARPIT_SECONDS = auth.TARPIT_SECONDS, 0
+    yield
+    auth.TARPIT_SECONDS = previous
+
+
 _hashes: dict[str, str] = {}
 
 

@@ -111,6 +111,27 @@ async def test_past_the_limit_even_the_right_password_gets_429_and_no_hash_is_ve
     assert await _count(db, "127.0.0.1", "alice") == auth.MAX_FAILURES_PER_PAIR
 
 
+async def test_a_throttled_login_is_answered_after_a_pause_that_costs_no_connection(
+        client: httpx.AsyncClient, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client looping bad logins gets a request a second, not hundreds: the 429 waits TARPIT_SECONDS,
+    while other requests are served; with every pause slot taken, the 429 comes at once."""
+    await add_user(db, "carol", password=PASSWORD)
+    for _ in range(auth.MAX_FAILURES_PER_PAIR):
+        assert (await _login(client, "carol", WRONG)).status_code == 401
+    monkeypatch.setattr(auth, "TARPIT_SECONDS", 0.5)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    paused = asyncio.create_task(_login(client, "carol", PASSWORD))
+    await asyncio.sleep(0.1)
+    assert (await client.get("/healthz")).status_code == 200 and not paused.done()
+    _throttled(await paused)
+    assert loop.time() - started >= 0.5
+    monkeypatch.setattr(auth, "_tarpit", asyncio.Semaphore(0))  # every slot taken
+    started = loop.time()
+    _throttled(await _login(client, "carol", PASSWORD))
+    assert loop.time() - started < 0.4
+
+
 async def test_failures_from_one_address_do_not_lock_the_user_out_at_another(
         client: httpx.AsyncClient, elsewhere: httpx.AsyncClient, db: asyncpg.Connection) -> None:
     await add_user(db, "alice")
