@@ -105,6 +105,13 @@ SET disabled = $2,
     updated_at = now()
 WHERE username = $1 RETURNING id;
 
+-- name: user_set_role
+-- A role change ends the user's tokens, as passwd and disable do: each token carries the role it was issued
+-- with, and the version makes the end exact (a token issued in the second of the change included).
+UPDATE app_user
+SET role = $2, token_version = token_version + 1, tokens_valid_after = now(), updated_at = now()
+WHERE username = $1 RETURNING id;
+
 -- name: idempotency_lock
 -- The key's session lock ($1, from idempotency.lock_id), held by the request that claimed the key for as long
 -- as it runs; PostgreSQL releases it should that request's connection or process die. True: taken.
@@ -183,13 +190,6 @@ WHERE t.client_addr = $1 AND t.username = locked.username;
 -- name: login_throttle_purge
 -- Counts whose window of $1 seconds has passed count nothing any more.
 DELETE FROM login_throttle WHERE window_start <= now() - make_interval(secs => $1);
-
--- name: user_set_role
--- A role change ends the user's tokens, as passwd and disable do: each token carries the role it was issued
--- with, and the version makes the end exact (a token issued in the second of the change included).
-UPDATE app_user
-SET role = $2, token_version = token_version + 1, tokens_valid_after = now(), updated_at = now()
-WHERE username = $1 RETURNING id;
 
 -- Vouchers (gateway/vouchers.py). $1 is the tenant, $2 the form, $3 the batch's voucher ids. Stored vouchers
 -- are found key by key (a lateral look-up that cannot be flattened), never by scanning the tenant's form, so
