@@ -111,10 +111,10 @@ async def _waiting(db: asyncpg.Connection, count: int, event: str | None = None)
         " WHERE datname = current_database() AND pid <> pg_backend_pid()")))
 
 
-async def test_a_delete_started_during_a_voucher_write_sees_the_voucher(vapi: VoucherApi,
-                                                                        db: asyncpg.Connection) -> None:
+async def _invoice_held_after_its_checks(vapi: VoucherApi, db: asyncpg.Connection) -> tuple[Any, Any]:
+    """An invoice's writing transaction held after its checks, under the tenant's gate: another session (db)
+    inserts the same key first, uncommitted. Returns that session's transaction and the invoice's request."""
     tenant = await db.fetchval("SELECT id FROM tenant WHERE code = 'acme'")
-    # Hold the invoice's writing transaction after its checks: another session inserts the same key first.
     blocker = db.transaction()
     await blocker.start()
     await db.execute("INSERT INTO voucher (tenant_id, form, voucher_id, voucher_date, currency, exchange_rate,"
@@ -122,6 +122,12 @@ async def test_a_delete_started_during_a_voucher_write_sees_the_voucher(vapi: Vo
                      " 'VND', 1, '{}', 0, now())", tenant)
     write = asyncio.create_task(vapi.voucher("setSaleInvoice", [invoice("INV-1")]))
     await _waiting(db, 1, "transactionid")
+    return blocker, write
+
+
+async def test_a_delete_started_during_a_voucher_write_sees_the_voucher(vapi: VoucherApi,
+                                                                        db: asyncpg.Connection) -> None:
+    blocker, write = await _invoice_held_after_its_checks(vapi, db)
     delete = asyncio.create_task(vapi.sync("setCustomer", [{"CustomerCode": "KH1", "action": "delete"}]))
     await _waiting(db, 2)  # the delete waits at the gate the invoice's transaction holds
     await blocker.rollback()
@@ -153,14 +159,7 @@ async def test_a_voucher_started_during_a_delete_sees_the_record_gone(vapi: Vouc
 
 async def test_a_period_locked_during_a_voucher_write_waits_for_it(vapi: VoucherApi, db: asyncpg.Connection,
                                                                    settings: Any) -> None:
-    tenant = await db.fetchval("SELECT id FROM tenant WHERE code = 'acme'")
-    blocker = db.transaction()
-    await blocker.start()
-    await db.execute("INSERT INTO voucher (tenant_id, form, voucher_id, voucher_date, currency, exchange_rate,"
-                     " document, change_seq, updated_at) VALUES ($1, 'setSaleInvoice', 'INV-1', '2026-03-15',"
-                     " 'VND', 1, '{}', 0, now())", tenant)
-    write = asyncio.create_task(vapi.voucher("setSaleInvoice", [invoice("INV-1")]))
-    await _waiting(db, 1, "transactionid")
+    blocker, write = await _invoice_held_after_its_checks(vapi, db)
     other = await asyncpg.connect(settings.database_url)
     try:
         lock = asyncio.create_task(tenants.lock_period(other, "acme", dt.date(2026, 3, 31)))
