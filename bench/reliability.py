@@ -265,14 +265,17 @@ class Generator:
 
     def __init__(self, rng: random.Random, token: str, password: str) -> None:
         from forms import FORM_MODULES
-        from gateway.forms import build_registry
+        from gateway.forms import MasterForm, build_registry
+        from gateway.reports import ReportForm
+        from gateway.vouchers import VoucherForm
 
         self.rng = rng
         self.token = token
+        self.voucher_form = VoucherForm
         registry = build_registry(FORM_MODULES)
-        self.sync_forms = [f for f in registry.forms if getattr(f, "kind", None) in ("master", "voucher")]
+        self.sync_forms = [f for f in registry.forms if isinstance(f, (MasterForm, VoucherForm))]
         self.pullable = [f for f in self.sync_forms if getattr(f, "get_name", None)]
-        self.reports = [f for f in registry.forms if getattr(f, "kind", None) == "report"]
+        self.reports = [f for f in registry.forms if isinstance(f, ReportForm)]
         self.schemas = {f.name: json.loads((SCHEMAS / f"{f.name}.json").read_text()) for f in self.sync_forms
                         if (SCHEMAS / f"{f.name}.json").exists()}
         self.codes = {"CustomerCode": "KH00001", "SupplierCode": "KH00002", "ItemCode": "IT00001",
@@ -287,7 +290,7 @@ class Generator:
                         for endpoint, form, body in self.bases]
 
     def _endpoint(self, form: Any) -> str:
-        return "SyncVoucher" if form.kind == "voucher" else "SyncData"
+        return "SyncVoucher" if isinstance(form, self.voucher_form) else "SyncData"
 
     def _bases(self, password: str) -> list[tuple[str, str | None, Any]]:
         rng = self.rng

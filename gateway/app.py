@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import auth, feed, idempotency, query, reports, sync
+from . import auth, feed, idempotency, sync
 from .body import check_shape, nul_path, too_deep
 from .config import Settings
 from .db import create_pool, database_url
@@ -155,11 +155,8 @@ def _endpoint_handler(endpoint: str) -> Callable[[Request], Awaitable[Response]]
             out: dict[str, Any] | Response
             async with pool.acquire() as conn:
                 principal = await auth.principal_for(conn, claims)
-                if form.kind == "report":
-                    out = await reports.run(conn, form, principal.tenant_id, body)
-                else:
-                    # A pull without `limit` is streamed: it reads on a connection of its own from the pool.
-                    out = await query.get(conn, form, principal.tenant_id, body, pool=pool, cursors=gw.cursors)
+                # A catalog's pull without `limit` is streamed: it reads on a connection of its own from the pool.
+                out = await form.pull(conn, principal.tenant_id, body, pool=pool, cursors=gw.cursors)
             return out if isinstance(out, Response) else success("SUCCESS", **out)
 
         if claims["role"] not in auth.WRITE_ROLES:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import import_module
-from typing import Any
+from typing import Any, Protocol
 
 import jsonschema_rs
 
@@ -180,7 +180,6 @@ class MasterForm:
     # Business checks JSON Schema cannot say (one field against another): each takes a validated record
     # and yields (JSON Pointer, message) for what is wrong.
     checks: tuple[Check, ...] = ()
-    kind: str = field(default="master", init=False)
 
     # Filled by load().
     schema: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -272,6 +271,13 @@ class MasterForm:
 
     def get_names(self) -> tuple[str, ...]:
         return (self.get_name, *self.get_aliases)
+
+    async def pull(self, conn: Any, tenant_id: int, body: dict[str, Any], *, pool: Any = None,
+                   cursors: Any = None) -> Any:
+        """GetData of this catalog (gateway/query.py, which builds on this module: imported here)."""
+        from .query import get
+
+        return await get(conn, self, tenant_id, body, pool=pool, cursors=cursors)
 
     def key_text(self, key: tuple[Any, ...]) -> str | None:
         """The key as errors report it (parts joined by '|'), or None while a part is missing or not text."""
@@ -371,21 +377,45 @@ def _statement(name: str) -> str:
     return " ".join(lines).strip().rstrip(";")
 
 
+class Form(Protocol):
+    """What the registry, the endpoints and GetData dispatch on: master forms (MasterForm), voucher forms
+    (vouchers.VoucherForm) and reports (reports.ReportForm)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def get_name(self) -> str: ...
+
+    @property
+    def endpoint(self) -> str: ...
+
+    def sync_names(self) -> tuple[str, ...]: ...
+
+    def get_names(self) -> tuple[str, ...]: ...
+
+    def load(self) -> Any: ...
+
+    async def pull(self, conn: Any, tenant_id: int, body: dict[str, Any], *, pool: Any = None,
+                   cursors: Any = None) -> Any:
+        """The answer to GetData: its fields, or a response streamed as it is sent."""
+
+
 class Registry:
     """Forms by endpoint and name. Names match case-insensitively; duplicates fail loudly."""
 
     def __init__(self) -> None:
-        self.forms: list[Any] = []
-        self._routes: dict[str, dict[str, tuple[Any, str]]] = {e: {} for e in ENDPOINTS}
+        self.forms: list[Form] = []
+        self._routes: dict[str, dict[str, tuple[Form, str]]] = {e: {} for e in ENDPOINTS}
         self._canonical: dict[str, list[str]] = {e: [] for e in ENDPOINTS}
 
-    def register(self, form: Any) -> None:
+    def register(self, form: Form) -> None:
         self.forms.append(form)
         if form.sync_names():  # reports are read-only: GetData names only
             self._add(form.endpoint, form.sync_names(), form, "sync")
         self._add(GET_DATA, form.get_names(), form, "get")
 
-    def _add(self, endpoint: str, names: Iterable[str], form: Any, op: str) -> None:
+    def _add(self, endpoint: str, names: Iterable[str], form: Form, op: str) -> None:
         names = list(names)
         for name in names:
             lowered = name.lower()
@@ -398,7 +428,7 @@ class Registry:
     def known(self, endpoint: str) -> list[str]:
         return sorted(self._canonical[endpoint])
 
-    def resolve(self, endpoint: str, name: Any) -> tuple[Any, str]:
+    def resolve(self, endpoint: str, name: Any) -> tuple[Form, str]:
         if not isinstance(name, str) or not name.strip():
             raise BadRequest("Field 'form' is required and must be a form name")
         lowered = name.strip().lower()

@@ -110,10 +110,13 @@ def guard_statement(table: str, found: list[Referrer]) -> str:
 
 def attach(forms: Iterable[Any]) -> None:
     """Give each master form that vouchers refer to the statement that finds its codes in use."""
+    from .forms import MasterForm
+    from .vouchers import VoucherForm  # which refers to this module's gate
+
     forms = list(forms)
-    by_table = referrers(f for f in forms if getattr(f, "kind", None) == "voucher")
+    by_table = referrers(f for f in forms if isinstance(f, VoucherForm))
     for form in forms:
-        if getattr(form, "kind", None) != "master" or form.table not in by_table:
+        if not isinstance(form, MasterForm) or form.table not in by_table:
             continue
         if len(form.key) != 1:
             raise ValueError(f"{form.name}: vouchers refer to {form.table}, whose key has {len(form.key)} parts")

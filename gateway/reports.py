@@ -32,7 +32,6 @@ class ReportForm:
     params: tuple[str, ...] = ("dateFrom", "dateTo")  # as documented; matched case-insensitively
     description: str = ""
     get_aliases: tuple[str, ...] = ()
-    kind: str = field(default="report", init=False)
     endpoint: str = field(default=GET_DATA, init=False)
 
     @property
@@ -47,6 +46,10 @@ class ReportForm:
 
     def load(self) -> ReportForm:
         return self
+
+    async def pull(self, conn: asyncpg.Connection, tenant_id: int, body: dict[str, Any], *, pool: Any = None,
+                   cursors: Any = None) -> dict[str, Any]:
+        return await run(conn, self, tenant_id, body)
 
 
 def parse_date(value: Any, name: str) -> dt.date | None:

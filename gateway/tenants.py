@@ -161,7 +161,10 @@ def chart_accounts(chart: str) -> tuple[dict[str, Any], ...]:
 
 
 def _forms(registry: Registry) -> tuple[MasterForm, MasterForm]:
-    return registry.resolve(SYNC_DATA, "setCurrency")[0], registry.resolve(SYNC_DATA, "setAccount")[0]
+    currency, account = (registry.resolve(SYNC_DATA, name)[0] for name in ("setCurrency", "setAccount"))
+    if not isinstance(currency, MasterForm) or not isinstance(account, MasterForm):
+        raise SetupError("the registry's setCurrency and setAccount must be master forms")
+    return currency, account
 
 
 async def stage(conn: asyncpg.Connection, registry: Registry) -> None:

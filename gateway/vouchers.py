@@ -18,10 +18,11 @@ from typing import Any
 
 import asyncpg
 
-from . import posting
+from . import posting, query
 from .db import QUERIES
 from .engine import SyncOptions, WriteResult, json_pointer
 from .errors import MESSAGE_CHARS, shorten
+from .feed import Cursors
 from .forms import SYNC_VOUCHER, Column, compile_validator, load_schema
 from .lenient import Warnings, compile_reader
 from .references import GATE_SHARED, live_codes
@@ -106,7 +107,6 @@ class VoucherForm:
     distinct_in_line: tuple[tuple[str, str], ...] = ()
     posting: Any = None  # posting.Posting, attached by the registry from forms/postings.py
     endpoint: str = SYNC_VOUCHER
-    kind: str = field(default="voucher", init=False)
     # What GetData needs: the shared table, this form's scope in it, the key, the typed header columns.
     table: str = field(default="voucher", init=False)
     key: tuple[str, ...] = field(default=("VoucherId",), init=False)
@@ -140,6 +140,11 @@ class VoucherForm:
 
     def get_names(self) -> tuple[str, ...]:
         return (self.get_name, *self.get_aliases)
+
+    async def pull(self, conn: asyncpg.Connection, tenant_id: int, body: dict[str, Any], *,
+                   pool: asyncpg.Pool | None = None, cursors: Cursors | None = None) -> Any:
+        """GetData of this form's vouchers, each as it was synced."""
+        return await query.get(conn, self, tenant_id, body, pool=pool, cursors=cursors)  # type: ignore[arg-type]
 
     def load(self) -> VoucherForm:
         self.schema = load_schema(self.name)

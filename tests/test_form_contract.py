@@ -12,7 +12,7 @@ from forms import FORM_MODULES
 from gateway.forms import GET_DATA, SYNC_DATA, MasterForm, build_registry
 
 REGISTRY = build_registry(FORM_MODULES)
-MASTER_FORMS = [f for f in REGISTRY.forms if isinstance(f, MasterForm) and f.kind == "master"]
+MASTER_FORMS = [f for f in REGISTRY.forms if isinstance(f, MasterForm)]
 
 # information_schema.columns.data_type for each column type a schema can derive.
 DATA_TYPES = {

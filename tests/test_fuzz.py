@@ -25,11 +25,13 @@ from test_vouchers import VoucherApi, vapi  # noqa: F401  (a fixture)
 from forms import FORM_MODULES
 from gateway.forms import MasterForm, build_registry
 from gateway.query import OPERATORS
+from gateway.reports import ReportForm
+from gateway.vouchers import VoucherForm
 
 REGISTRY = build_registry(FORM_MODULES)
 MASTERS = [f for f in REGISTRY.forms if isinstance(f, MasterForm)]
-VOUCHERS = [f for f in REGISTRY.forms if f.kind == "voucher"]
-REPORTS = [f for f in REGISTRY.forms if f.kind == "report"]
+VOUCHERS = [f for f in REGISTRY.forms if isinstance(f, VoucherForm)]
+REPORTS = [f for f in REGISTRY.forms if isinstance(f, ReportForm)]
 PULLABLE = MASTERS + VOUCHERS
 
 # Fixed examples (the same in every run), few enough for the file to take seconds. The fixtures are set up
@@ -128,7 +130,7 @@ OPTIONS = st.fixed_dictionaries({}, optional={
 
 
 def _sync_bodies(form: Any) -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
-    endpoint = "SyncVoucher" if form.kind == "voucher" else "SyncData"
+    endpoint = "SyncVoucher" if isinstance(form, VoucherForm) else "SyncData"
     records = st.lists(sometimes_hostile(from_schema(form.schema), odds=8), min_size=1, max_size=2)
     body = st.fixed_dictionaries({"form": sometimes_hostile(st.just(form.name), odds=16), "data": records})
     return st.tuples(st.just(endpoint), st.tuples(body, OPTIONS).map(lambda b: {**b[0], **b[1]}))

@@ -184,6 +184,9 @@ async def test_the_reference_lookup_is_keyed_on_tables_never_analysed(db: asyncp
     await db.execute("INSERT INTO voucher_line (tenant_id, form, voucher_id, line_no, item_code, site_code)"
                      " SELECT 7, 'setSaleInvoice', 'V' || v, n, 'IT' || n, 'K1'"
                      " FROM generate_series(1, 2000) v, generate_series(1, 5) n")
+    guarded = {form.table for form in registry.forms if getattr(form, "guard_sql", None)}  # type: ignore[attr-defined]
+    assert guarded == {"customer", "supplier", "item", "site", "account", "tax_code", "currency", "job",
+                       "department", "contract", "expense"}
     for form in registry.forms:
         sql = getattr(form, "guard_sql", None)
         if sql is None:

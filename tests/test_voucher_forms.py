@@ -17,7 +17,7 @@ from gateway.forms import build_registry
 from gateway.vouchers import DETAIL, VoucherForm
 
 REGISTRY = build_registry(FORM_MODULES)
-VOUCHER_FORMS: list[VoucherForm] = [f for f in REGISTRY.forms if f.kind == "voucher"]
+VOUCHER_FORMS: list[VoucherForm] = [f for f in REGISTRY.forms if isinstance(f, VoucherForm)]
 by_form = pytest.mark.parametrize("form", VOUCHER_FORMS, ids=lambda f: f.name)
 
 # The header defaults GetData gives back when the sender left them out.
