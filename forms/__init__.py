@@ -16,6 +16,5 @@ FORM_MODULES = (
     "forms.currency",
     "forms.tax_code",
     "forms.vouchers",
-    "forms.postings",
     "gateway.reports",
 )

@@ -2,6 +2,8 @@
 
 from gateway.vouchers import Ref, VoucherForm
 
+from . import postings
+
 CUSTOMER = (("customer", "customer_code"),)
 PARTNER = (("customer", "customer_code"), ("supplier", "supplier_code"))
 ITEM = (("item", "item_code"),)
@@ -23,6 +25,7 @@ FORMS = [
     VoucherForm(
         name="setSaleInvoice",
         get_name="getSaleInvoice",
+        posting=postings.SALE_INVOICE,
         aliases=("setSalesInvoice",),
         get_aliases=("getSalesInvoice",),
         description="Sales invoices.",
@@ -35,6 +38,7 @@ FORMS = [
     VoucherForm(
         name="setPurchaseInvoice",
         get_name="getPurchaseInvoice",
+        posting=postings.PURCHASE_INVOICE,
         description="Purchase invoices, with their VAT invoice lines in `tax`.",
         partner="SupplierCode",
         references=(Ref("SupplierCode", PARTNER), Ref("detail/TaxCode", TAX), *GOODS),
@@ -45,6 +49,7 @@ FORMS = [
     VoucherForm(
         name="setJournalVoucher",
         get_name="getJournalVoucher",
+        posting=postings.JOURNAL,
         description="General journal vouchers; debits must equal credits.",
         references=(Ref("detail/AccountCode", ACCOUNT), Ref("detail/CustomerCode", CUSTOMER), *ANALYTIC),
         balanced=True,
@@ -52,6 +57,7 @@ FORMS = [
     VoucherForm(
         name="setSaleReturn",
         get_name="getSaleReturn",
+        posting=postings.SALE_RETURN,
         description="Sales returns: lines as on a sales invoice, each optionally naming the invoice line returned.",
         partner="CustomerCode",
         references=(Ref("CustomerCode", CUSTOMER), Ref("detail/TaxCode", TAX), *GOODS),
@@ -62,6 +68,7 @@ FORMS = [
     VoucherForm(
         name="setReceipt",
         get_name="getReceipt",
+        posting=postings.RECEIPT,
         aliases=("setStockReceipt",),
         get_aliases=("getStockReceipt",),
         description="Goods receipts (stock in).",
@@ -72,6 +79,7 @@ FORMS = [
     VoucherForm(
         name="setIssue",
         get_name="getIssue",
+        posting=postings.ISSUE,
         aliases=("setStockIssue",),
         get_aliases=("getStockIssue",),
         description="Goods issues (stock out); VoucherNumber is required, as in Fast.",
@@ -82,6 +90,7 @@ FORMS = [
     VoucherForm(
         name="setStockTransfer",
         get_name="getStockTransfer",
+        posting=postings.STOCK_TRANSFER,
         description="Stock transfers between sites: each line moves goods from SiteCode to ToSiteCode (must differ).",
         distinct_in_line=(("SiteCode", "ToSiteCode"),),
         references=(Ref("detail/ItemCode", ITEM), Ref("detail/SiteCode", SITE), Ref("detail/ToSiteCode", SITE),
@@ -91,6 +100,7 @@ FORMS = [
     VoucherForm(
         name="setCashReceipt",
         get_name="getCashReceipt",
+        posting=postings.CASH_RECEIPT,
         description="Cash (or bank) receipts, optionally allocated to the sales invoices they pay (`allocation`).",
         partner="CustomerCode",
         # allocation/InvoiceId names a voucher, not a catalog record: no reference check for it (yet).
@@ -101,6 +111,7 @@ FORMS = [
     VoucherForm(
         name="setCashDisbursement",
         get_name="getCashDisbursement",
+        posting=postings.CASH_DISBURSEMENT,
         aliases=("setCashPayment",),
         get_aliases=("getCashPayment",),
         description="Cash (or bank) payments, optionally allocated to the purchase invoices they pay (`allocation`).",

@@ -443,24 +443,19 @@ class Registry:
 
 
 def build_registry(module_names: Iterable[str]) -> Registry:
-    """Forms from the modules' FORMS lists, then the POSTINGS rules (by form name) attached to them."""
+    """Forms from the modules' FORMS lists, each loaded (a voucher form with its posting rule)."""
     registry = Registry()
-    postings: dict[str, Any] = {}
     for module_name in module_names:
         module = import_module(module_name)
         for form in getattr(module, "FORMS", ()):
             registry.register(form.load())
-        for name, posting in getattr(module, "POSTINGS", {}).items():
-            if name in postings:
-                raise ValueError(f"posting rules for {name!r} are declared twice")
-            postings[name] = posting
-    by_name = {form.name: form for form in registry.forms}
-    for name, posting in postings.items():
-        form = by_name.get(name)
-        if form is None or not hasattr(form, "posting"):
-            # A rule keyed by a misspelt or unknown form would post nothing, silently: refuse to load.
-            raise ValueError(f"posting rules for {name!r}: no voucher form of that name is registered")
-        form.posting = posting.build()
+    names = {form.name for form in registry.forms}
+    for form in registry.forms:
+        paid = getattr(getattr(form, "posting", None), "allocates", None)
+        if paid is not None and paid not in names:
+            # A rule allocating to a misspelt or unknown form would leave every allocation pointing at
+            # nothing: refuse to load.
+            raise ValueError(f"{form.name}: its posting rule allocates to {paid!r}, which is no registered form")
     from .references import attach
 
     attach(registry.forms)

@@ -1,6 +1,6 @@
 """Posting rules: what a voucher writes to the general ledger, to stock and to invoice allocations.
 
-Rules are declared per form (forms/postings.py) as data; this module turns them into set-based SQL that
+Rules are declared with their form (forms/vouchers.py names one of forms/postings.py) as data; this module turns them into set-based SQL that
 reposts every changed voucher of a batch in the transaction that replaced it. Amounts are posted in the
 base currency (voucher amount x exchange rate). Every identifier and expression here comes from the
 declarations in code, never from a request.

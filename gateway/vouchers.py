@@ -105,7 +105,7 @@ class VoucherForm:
     grand_total: tuple[str, tuple[tuple[str, int], ...]] | None = None
     # (field, other field) pairs that must differ on every line (a transfer's SiteCode and ToSiteCode).
     distinct_in_line: tuple[tuple[str, str], ...] = ()
-    posting: Any = None  # posting.Posting, attached by the registry from forms/postings.py
+    posting: Any = None  # posting.Posting: what the voucher writes to the ledger, stock and allocations
     endpoint: str = SYNC_VOUCHER
     # What GetData needs: the shared table, this form's scope in it, the key, the typed header columns.
     table: str = field(default="voucher", init=False)
@@ -171,6 +171,8 @@ class VoucherForm:
         line_props = props[DETAIL]["items"]["properties"]
         self.line_fields = tuple((f, col, t) for f, (col, t) in LINE_COLUMNS.items() if f in line_props)
         self.has_units = "ItemCode" in line_props and "Uom" in line_props
+        if self.posting is not None:
+            self.posting = self.posting.build()
         return self
 
 

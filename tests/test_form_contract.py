@@ -287,10 +287,17 @@ def test_one_meaning_has_one_type_in_every_form() -> None:
     assert len({repr(sorted(p.items())) for p in rates.values()}) == 1, rates
 
 
-def test_a_posting_rule_for_an_unknown_form_fails_loading(tmp_path: Any, monkeypatch: Any) -> None:
+def test_a_posting_rule_that_allocates_to_an_unknown_form_fails_loading(tmp_path: Any, monkeypatch: Any) -> None:
+    """Rules are declared with their form; the one name a rule holds, the form its allocations pay, must be
+    a registered form, or every allocation would point at nothing."""
     (tmp_path / "misspelt_rules.py").write_text(
-        "from gateway.posting import Entry, Posting, role\n"
-        "POSTINGS = {'setSaleInvoce': Posting(entries=(Entry(role('receivable'), role('revenue'), 'l.amount'),))}\n")
+        "import dataclasses\n"
+        "from forms import postings, vouchers\n"
+        "FORMS = [dataclasses.replace(f, posting=dataclasses.replace(postings.CASH_RECEIPT,"
+        " allocates='setSaleInvoce')) if f.name == 'setCashReceipt' else dataclasses.replace(f)"
+        " for f in vouchers.FORMS]\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    modules = [m for m in FORM_MODULES if m != "forms.vouchers"]
     with pytest.raises(ValueError, match="setSaleInvoce"):
-        build_registry([*FORM_MODULES, "misspelt_rules"])
+        build_registry([*modules, "misspelt_rules"])
+    build_registry(FORM_MODULES)  # the declared rules load
