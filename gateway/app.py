@@ -182,12 +182,14 @@ def _endpoint_handler(endpoint: str) -> Callable[[Request], Awaitable[Response]]
 
             async def keep(out: dict[str, Any]) -> None:
                 # The answer is stored in the work's own transaction: a request that dies after its commit
-                # leaves its answer for the retry to replay (finish() below stores it again, and unlocks).
+                # leaves its answer for the retry to replay.
                 answer = success("SUCCESS", **out)
                 await idempotency.store(conn, tenant_id, key, answer.status_code, bytes(answer.body))
 
+            kept = False
             try:
                 response = _synced(await sync.apply(conn, tenant_id, work, keep=keep))
+                kept = not work.options.dry_run  # committed with the work; a dry run's was rolled back
             except Exception as exc:  # noqa: BLE001 - every failure is answered, through the same table
                 # Rendered here rather than by ErrorEnvelope so that the answer can be stored for a retry to
                 # replay; finish() keeps only final answers (a 601, say) and releases the key after a 409/5xx.
@@ -196,7 +198,7 @@ def _endpoint_handler(endpoint: str) -> Callable[[Request], Awaitable[Response]]
                 with contextlib.suppress(Exception):
                     await idempotency.release(conn, principal.tenant_id, key)
                 raise
-            await idempotency.finish(conn, principal.tenant_id, key, response.status_code, bytes(response.body))
+            await idempotency.finish(conn, tenant_id, key, response.status_code, bytes(response.body), stored=kept)
             return response
 
     handler.__name__ = endpoint

@@ -13,8 +13,8 @@ answer: what a retry replays is read by (tenant, key).
 
 A successful answer is stored in the transaction that does the work (store(), called by the write core), so
 the work and its answer commit together: a retry after a crash either finds the answer and replays it, or
-finds neither and runs the work. finish() then stores it again (a dry run's transaction was rolled back) and
-releases the lock; a refused request (a 601, which wrote nothing) is stored by finish() alone.
+finds neither and runs the work. finish() then releases the lock; it stores the answer itself where no
+transaction kept it: a dry run's (rolled back) and a refused request's (a 601, which wrote nothing).
 """
 
 from __future__ import annotations
@@ -123,11 +123,15 @@ async def store(conn: asyncpg.Connection, tenant_id: int, key: str, status: int,
     await conn.execute(QUERIES["idempotency_store"], tenant_id, key, status, body)
 
 
-async def finish(conn: asyncpg.Connection, tenant_id: int, key: str, status: int, body: bytes) -> None:
-    """Store a final answer for retries to replay, or release the key after one that asks to try again; then
-    release the key's lock."""
+async def finish(conn: asyncpg.Connection, tenant_id: int, key: str, status: int, body: bytes,
+                 stored: bool = False) -> None:
+    """Store a final answer for retries to replay (unless `stored` in the work's transaction already), or
+    release the key after one that asks to try again; then release the key's lock."""
     if retryable(status):
         await release(conn, tenant_id, key)
+        return
+    if stored:
+        await _unlock(conn, tenant_id, key)
         return
     try:
         await conn.execute(QUERIES["idempotency_store"], tenant_id, key, status, body)

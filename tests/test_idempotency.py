@@ -43,7 +43,7 @@ async def test_a_request_that_dies_after_its_commit_is_replayed_not_run_again(
         client: httpx.AsyncClient, token: str, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
     """The answer commits with the work: a process that dies between the commit and finish() leaves it
     stored, and the retry replays it rather than running the work a second time."""
-    async def die(conn: asyncpg.Connection, *args: Any) -> None:
+    async def die(conn: asyncpg.Connection, *args: Any, **kwargs: Any) -> None:
         conn.terminate()  # the connection (and with it the key's lock) goes, as when the process dies
         raise ConnectionResetError("the process died")
 
@@ -57,6 +57,17 @@ async def test_a_request_that_dies_after_its_commit_is_replayed_not_run_again(
     assert assert_envelope(again)["result"]["inserted"] == 1
     assert await db.fetchval("SELECT customer_name FROM customer") == "Changed since"
     assert await db.fetchval("SELECT count(*) FROM change_log") == 1
+
+
+async def test_a_dry_run_under_a_key_is_replayed_as_a_dry_run(
+        client: httpx.AsyncClient, token: str, db: asyncpg.Connection) -> None:
+    """A dry run's transaction, and the answer kept in it, is rolled back: the answer is stored after it."""
+    body = BODY[:-1] + b', "dry_run": true}'
+    first = await post(client, token, body, "dry-1")
+    assert assert_envelope(first)["dry_run"] is True
+    again = await post(client, token, body, "dry-1")
+    assert again.headers["idempotent-replayed"] == "true" and again.content == first.content
+    assert await db.fetchval("SELECT count(*) FROM customer") == 0
 
 
 async def test_the_same_key_with_another_body_is_422_and_writes_nothing(
