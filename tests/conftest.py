@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copy
 import logging
 import os
 import threading
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -516,3 +517,30 @@ def plan_scans(plan: Any) -> list[dict[str, Any]]:
         for value in plan:
             out += plan_scans(value)
     return out
+
+
+def replaced(doc: dict[str, Any], path: Sequence[Any], value: Any) -> dict[str, Any]:
+    """A deep copy of `doc` with the value at `path` (keys and list indexes) replaced by `value`."""
+    doc = copy.deepcopy(doc)
+    target: Any = doc
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return doc
+
+
+async def sessions_waiting(conn: asyncpg.Connection, count: int = 1, event: str | None = None) -> list[int]:
+    """The pids of the other sessions of `conn`'s database that wait for a lock (of kind `event`, when given:
+    "transactionid", "advisory", ...), once there are `count` of them."""
+    for _ in range(500):
+        # pg_stat_activity is read once per transaction unless told otherwise, and `conn` may be in one.
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        pids = [r["pid"] for r in await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND wait_event_type = 'Lock' AND ($1::text IS NULL OR wait_event = $1) ORDER BY pid", event)]
+        if len(pids) >= count:
+            return pids
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} sessions never came to wait for a lock: " + str(await conn.fetch(
+        "SELECT wait_event_type, wait_event, state, left(query, 60) AS q FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()")))

@@ -3,12 +3,11 @@ the answer is never a 5xx, and a refused request writes nothing."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import asyncpg
 import pytest
-from conftest import assert_envelope
+from conftest import assert_envelope, replaced
 from test_vouchers import VoucherApi, invoice, tables, vapi  # noqa: F401  (vapi is a fixture)
 
 WRONG: list[Any] = [None, "", [], {}, True, "x" * 5000, -1, "1e999999", 1e308, "2026-13-45", "2026-02-30T10:00:00",
@@ -21,21 +20,12 @@ def _paths(doc: dict[str, Any]) -> list[tuple[Any, ...]]:
     return out
 
 
-def _set(doc: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
-    doc = copy.deepcopy(doc)
-    target: Any = doc
-    for step in path[:-1]:
-        target = target[step]
-    target[path[-1]] = value
-    return doc
-
-
 @pytest.mark.parametrize("path", _paths(invoice("INV-1")), ids=lambda p: "/".join(map(str, p)))
 async def test_a_wrong_value_in_any_voucher_field_is_never_a_5xx(vapi: VoucherApi,  # noqa: F811
                                                                  db: asyncpg.Connection, path: tuple) -> None:
     before = await tables(db)
     for value in WRONG:
-        resp = await vapi.voucher("setSaleInvoice", [_set(invoice("INV-1"), path, value)])
+        resp = await vapi.voucher("setSaleInvoice", [replaced(invoice("INV-1"), path, value)])
         body = assert_envelope(resp)
         assert resp.status_code < 500, (path, value, body)
         if body["code"] != 200:
@@ -70,7 +60,7 @@ async def test_a_number_no_column_holds_is_refused_naming_its_path(vapi: Voucher
                                                                    db: asyncpg.Connection, path: tuple,
                                                                    value: Any) -> None:
     before = await tables(db)
-    resp = await vapi.voucher("setSaleInvoice", [_set(invoice("INV-1"), path, value)])
+    resp = await vapi.voucher("setSaleInvoice", [replaced(invoice("INV-1"), path, value)])
     body = assert_envelope(resp)
     pointer = "/" + "/".join(map(str, path))
     assert body["code"] == 601 and pointer in [e["path"] for e in body["errors"]], body
@@ -85,7 +75,7 @@ async def test_a_nul_character_anywhere_in_a_record_is_a_400_naming_its_place(va
          "/data/0/CustomerName"),
         ("SyncData", {"form": "setCustomer", "data": [{"CustomerCode": "K1", "Na\u0000me": "x"}]},
          "/data/0/Na\u0000me"),
-        ("SyncVoucher", {"form": "setSaleInvoice", "data": [_set(invoice("INV-1"), ["detail", 1, "ItemCode"],
+        ("SyncVoucher", {"form": "setSaleInvoice", "data": [replaced(invoice("INV-1"), ["detail", 1, "ItemCode"],
                                                                  "IT\u00001")]}, "/data/0/detail/1/ItemCode"),
     ]
     for endpoint, body, path in cases:

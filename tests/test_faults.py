@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import PASSWORD, Api, add_user, assert_envelope, issue_token
+from conftest import PASSWORD, Api, add_user, assert_envelope, issue_token, sessions_waiting
 
 from gateway.app import create_app
 from gateway.config import Settings
@@ -124,13 +124,7 @@ async def test_a_session_ended_in_the_middle_of_a_request_answers_503(
         async with db.transaction():
             await db.execute("LOCK TABLE customer IN EXCLUSIVE MODE")  # the write waits for it
             request = asyncio.create_task(api.sync("setCustomer", [CUSTOMER]))
-            pid = None
-            for _ in range(500):
-                pid = await watcher.fetchval(GATEWAY_BACKENDS + " AND wait_event_type = 'Lock'")
-                if pid is not None:
-                    break
-                await asyncio.sleep(0.01)
-            assert pid is not None, "the request never waited for the table"
+            (pid,) = await sessions_waiting(watcher)  # the request, waiting for the table
             await watcher.execute("SELECT pg_terminate_backend($1)", pid)
             resp = await asyncio.wait_for(request, 10)
         assert_unavailable(resp)

@@ -9,12 +9,11 @@ set of examples, so a run is repeatable and quick.
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
 import asyncpg
-from conftest import PASSWORD, assert_envelope
+from conftest import PASSWORD, assert_envelope, replaced
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_forms_roundtrip import SAMPLES as MASTER_SAMPLES
@@ -247,17 +246,8 @@ def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return out
 
 
-def _replaced(body: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
-    body = copy.deepcopy(body)
-    target: Any = body
-    for step in path[:-1]:
-        target = target[step]
-    target[path[-1]] = value
-    return body
-
-
 def _mutated(endpoint: str, body: dict[str, Any]) -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
-    return st.tuples(st.sampled_from(_paths(body)), HOSTILE).map(lambda m: (endpoint, _replaced(body, *m)))
+    return st.tuples(st.sampled_from(_paths(body)), HOSTILE).map(lambda m: (endpoint, replaced(body, *m)))
 
 
 # A valid body, one of its values made hostile.

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import add_user, assert_envelope, login
+from conftest import add_user, assert_envelope, login, sessions_waiting
 
 from gateway import idempotency
 
@@ -80,10 +80,6 @@ async def test_the_same_key_with_another_body_is_422_and_writes_nothing(
     assert await db.fetchval("SELECT customer_name FROM customer") == "One"
 
 
-GATEWAY_BACKENDS = ("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND application_name = 'erp-sync-gateway'")
-
-
 async def claim_elsewhere(db_url: str, tenant: int, key: str, body: bytes = BODY) -> asyncpg.Connection:
     """A first attempt at `key` as a live request holds it: its row pending, its lock taken, on a session of
     its own (closing the session is that request's process dying)."""
@@ -125,13 +121,7 @@ async def test_a_request_whose_session_ends_mid_request_is_retried_at_once_and_w
         async with db.transaction():
             await db.execute("LOCK TABLE customer IN EXCLUSIVE MODE")  # the write waits for it
             first = asyncio.create_task(post(client, token, BODY, "crash-1"))
-            pid = None
-            for _ in range(500):
-                pid = await watcher.fetchval(GATEWAY_BACKENDS + " AND wait_event_type = 'Lock'")
-                if pid is not None:
-                    break
-                await asyncio.sleep(0.01)
-            assert pid is not None, "the request never waited for the table"
+            (pid,) = await sessions_waiting(watcher)  # the request, waiting for the table
             # While it runs, a duplicate is told to retry.
             duplicate = await post(client, token, BODY, "crash-1")
             assert duplicate.status_code == 409 and assert_envelope(duplicate)["code"] == 409

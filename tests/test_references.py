@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from conftest import plan_scans
+from conftest import plan_scans, sessions_waiting
 from test_vouchers import VoucherApi, invoice, line, vapi  # noqa: F401  (vapi is a fixture)
 
 from gateway import tenants
@@ -95,22 +95,6 @@ async def test_an_unused_record_is_deleted_as_before(vapi: VoucherApi, db: async
 
 # --- concurrency ---------------------------------------------------------------------------------------------
 
-async def _waiting(db: asyncpg.Connection, count: int, event: str | None = None) -> None:
-    """Until `count` other sessions of this database wait for a lock (of kind `event`, when given)."""
-    for _ in range(500):
-        # pg_stat_activity is read once per transaction unless told otherwise, and `db` may be in one.
-        await db.execute("SELECT pg_stat_clear_snapshot()")
-        n = await db.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            " AND wait_event_type = 'Lock' AND ($1::text IS NULL OR wait_event = $1)", event)
-        if n >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{count} sessions never came to wait for a lock: " + str(await db.fetch(
-        "SELECT wait_event_type, wait_event, state, left(query, 60) AS q FROM pg_stat_activity"
-        " WHERE datname = current_database() AND pid <> pg_backend_pid()")))
-
-
 async def _invoice_held_after_its_checks(vapi: VoucherApi, db: asyncpg.Connection) -> tuple[Any, Any]:
     """An invoice's writing transaction held after its checks, under the tenant's gate: another session (db)
     inserts the same key first, uncommitted. Returns that session's transaction and the invoice's request."""
@@ -121,7 +105,7 @@ async def _invoice_held_after_its_checks(vapi: VoucherApi, db: asyncpg.Connectio
                      " document, change_seq, updated_at) VALUES ($1, 'setSaleInvoice', 'INV-1', '2026-03-15',"
                      " 'VND', 1, '{}', 0, now())", tenant)
     write = asyncio.create_task(vapi.voucher("setSaleInvoice", [invoice("INV-1")]))
-    await _waiting(db, 1, "transactionid")
+    await sessions_waiting(db, 1, "transactionid")
     return blocker, write
 
 
@@ -129,7 +113,7 @@ async def test_a_delete_started_during_a_voucher_write_sees_the_voucher(vapi: Vo
                                                                         db: asyncpg.Connection) -> None:
     blocker, write = await _invoice_held_after_its_checks(vapi, db)
     delete = asyncio.create_task(vapi.sync("setCustomer", [{"CustomerCode": "KH1", "action": "delete"}]))
-    await _waiting(db, 2)  # the delete waits at the gate the invoice's transaction holds
+    await sessions_waiting(db, 2)  # the delete waits at the gate the invoice's transaction holds
     await blocker.rollback()
     assert (await write).json()["code"] == 200
     body = (await delete).json()
@@ -145,9 +129,9 @@ async def test_a_voucher_started_during_a_delete_sees_the_record_gone(vapi: Vouc
     await blocker.start()
     await db.execute("SELECT 1 FROM customer WHERE customer_code = 'KH1' FOR UPDATE")
     delete = asyncio.create_task(vapi.sync("setCustomer", [{"CustomerCode": "KH1", "action": "delete"}]))
-    await _waiting(db, 1, "transactionid")
+    await sessions_waiting(db, 1, "transactionid")
     write = asyncio.create_task(vapi.voucher("setSaleInvoice", [invoice("INV-1")]))
-    await _waiting(db, 1, "advisory")  # the invoice waits at the gate the delete holds
+    await sessions_waiting(db, 1, "advisory")  # the invoice waits at the gate the delete holds
     await blocker.rollback()
     assert (await delete).json()["result"]["deleted"] == 1
     body = (await write).json()
@@ -163,7 +147,7 @@ async def test_a_period_locked_during_a_voucher_write_waits_for_it(vapi: Voucher
     other = await asyncpg.connect(settings.database_url)
     try:
         lock = asyncio.create_task(tenants.lock_period(other, "acme", dt.date(2026, 3, 31)))
-        await _waiting(db, 1, "advisory")
+        await sessions_waiting(db, 1, "advisory")
         assert not lock.done()  # the period is not locked under a write that was checked against the old one
         await blocker.rollback()
         assert (await write).json()["code"] == 200
