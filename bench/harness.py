@@ -11,7 +11,6 @@ import contextlib
 import datetime as dt
 import os
 import secrets
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from typing import Any
 import msgspec
 
 from .pg import BenchDatabase
-from .procs import Service, run_cli, wait_ready
+from .procs import Service, run_cli, stop_all, wait_ready
 from .run import free_port, gateway_env, git_commit, machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,18 +69,18 @@ def serve(workers: int, ready_timeout: float, env: dict[str, str], workdir: Path
     return gateway, url
 
 
+def closing_lines(report: dict[str, Any]) -> list[str]:
+    """The last lines of a printed report: its check, and the error that ended the run, if any."""
+    lines = [f"check: {report['check']}"] if "check" in report else []
+    if report.get("error"):
+        lines += ["", f"ERROR: {report['error']}"]
+    return lines
+
+
 def finish(stack: contextlib.ExitStack, report: dict[str, Any], out: Path,
            render: Callable[[dict[str, Any]], str]) -> None:
     """Stop everything the benchmark started, then print and write its report."""
-    # No second Ctrl-C may leave servers behind half-way through stopping them.
-    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    old_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        print("stopping everything the benchmark started ...", flush=True)
-        stack.close()
-    finally:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
+    stop_all(stack)
     print(render(report), flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n")

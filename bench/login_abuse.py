@@ -41,7 +41,7 @@ import psutil
 
 from gateway import auth
 
-from .harness import finish, new_report, serve, set_up
+from .harness import closing_lines, finish, new_report, serve, set_up
 from .pg import bench_database
 from .procs import BenchError, run_cli
 from .run import get_token, server_version
@@ -219,11 +219,7 @@ def render(report: dict[str, Any]) -> str:
     for p in report.get("phases", []):
         lines.append(f"{p['phase']:14}{p['getdata_p50_ms']:>12}{p['getdata_p99_ms']:>9}{p['getdata_requests']:>7}"
                      f"{p['logins_per_s']:>10}{p['box_busy_pct']:>11}  {p['login_answers']}")
-    if "check" in report:
-        lines.append(f"check: {report['check']}")
-    if report.get("error"):
-        lines += ["", f"ERROR: {report['error']}"]
-    return "\n".join(lines)
+    return "\n".join([*lines, *closing_lines(report)])
 
 
 if __name__ == "__main__":

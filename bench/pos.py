@@ -28,7 +28,7 @@ from typing import Any
 import asyncpg
 import psutil
 
-from .harness import finish, new_report, serve, set_up
+from .harness import closing_lines, finish, new_report, serve, set_up
 from .pg import bench_database
 from .procs import BenchError
 from .run import get_token, server_version
@@ -171,11 +171,7 @@ def render(report: dict[str, Any]) -> str:
     for p in report.get("phases", []):
         lines.append(f"{p['phase']:10}{p['requests_per_s']:>12,.0f}{p['p50_ms']:>9}{p['p90_ms']:>9}{p['p99_ms']:>9}"
                      f"{p['non_2xx']:>9}{p['gateway_cpu_ms_per_request']:>11}{p['postgres_cpu_ms_per_request']:>11}")
-    if "check" in report:
-        lines.append(f"check: {report['check']}")
-    if report.get("error"):
-        lines += ["", f"ERROR: {report['error']}"]
-    return "\n".join(lines)
+    return "\n".join([*lines, *closing_lines(report)])
 
 
 if __name__ == "__main__":

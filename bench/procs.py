@@ -252,3 +252,15 @@ class Sampler:
                 for pid, rss in sorted(peaks.items())
             }
         return out
+
+
+def stop_all(stack: contextlib.ExitStack) -> None:
+    """Stop everything the benchmark started; no second Ctrl-C may leave servers behind half-way through."""
+    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        print("stopping everything the benchmark started ...", flush=True)
+        stack.close()
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)

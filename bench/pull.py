@@ -223,9 +223,10 @@ async def _stream_query(conn: asyncpg.Connection) -> tuple[str, list[Any], list[
     """The SQL the gateway streams for FAST_PULL (built by the gateway's own code), and its rows' fields."""
     from forms import FORM_MODULES
     from gateway import query
-    from gateway.forms import build_registry
+    from gateway.forms import MasterForm, build_registry
 
     form, _ = build_registry(FORM_MODULES).resolve("GetData", "getCustomer")
+    assert isinstance(form, MasterForm)
     tenant_id = await conn.fetchval("SELECT id FROM tenant WHERE code = $1", TENANT)
     # No database work happens until a StreamedPull is sent: the pool is never touched here.
     streamed = await query.get(cast(asyncpg.Connection, None), form, tenant_id, dict(FAST_PULL),
@@ -368,11 +369,12 @@ def render(report: dict[str, Any]) -> str:
 def render_probe(rows: int, seed: int) -> None:
     """Build and encode rows as the stream does (structs) and as the paged answer does (dicts), interleaved."""
     from forms import FORM_MODULES
-    from gateway.forms import build_registry
+    from gateway.forms import MasterForm, build_registry
     from gateway.query import _row_type
     from gateway.responses import encode
 
     form, _ = build_registry(FORM_MODULES).resolve("GetData", "getCustomer")
+    assert isinstance(form, MasterForm)
     names = [c.field for c in form.columns]
     rng = random.Random(seed)
     chunks = [[tuple(customer.get(n) for n in names) for customer in

@@ -38,7 +38,7 @@ import psutil
 from . import bare_app, data
 from .load import new_client, page_all, push
 from .pg import BenchDatabase, bench_database
-from .procs import BenchError, Sampler, Service, run_cli, wait_ready
+from .procs import BenchError, Sampler, Service, run_cli, stop_all, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "latest.json"
@@ -606,15 +606,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = 1
         raise
     finally:
-        # No second Ctrl-C may leave servers behind half-way through stopping them.
-        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        old_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            print("stopping everything the benchmark started ...", flush=True)
-            stack.close()
-        finally:
-            signal.signal(signal.SIGINT, old_int)
-            signal.signal(signal.SIGTERM, old_term)
+        stop_all(stack)
         report["checks"] = checks(args, report)
         if not all(c["ok"] for c in report["checks"]) and rc == 0:
             rc = 1

@@ -39,7 +39,7 @@ import httpx
 import jsonschema_rs
 import msgspec
 
-from .harness import finish, new_report, serve, set_up
+from .harness import closing_lines, finish, new_report, serve, set_up
 from .load import percentile
 from .pg import bench_database
 from .procs import BenchError, Sampler
@@ -297,9 +297,7 @@ def render(report: dict[str, Any]) -> str:
                      f"{u.get('postgres_cpu_pct') or 0:>6.0f}{u.get('machine_busy_pct') or 0:>6.0f}"
                      f"{p['error_count']:>8}")
         lines += [f"    {e}" for e in p["errors"]]
-    if report.get("error"):
-        lines += ["", f"ERROR: {report['error']}"]
-    return "\n".join(lines)
+    return "\n".join([*lines, *closing_lines(report)])
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
