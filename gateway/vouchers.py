@@ -635,14 +635,14 @@ class _Vouchers:
 
     async def before(self, conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, batch: VoucherBatch,
                      options: SyncOptions) -> None:
+        # Numbers are taken before the writing transaction, each statement committing on its own, so that the
+        # counter's row is locked for a moment rather than until the batch commits: concurrent requests of a
+        # form do not wait for each other. As with a sequence, numbers taken by a voucher that is then refused
+        # or rolled back are not given back (a gap in the numbering). A dry run numbers in its transaction.
+        if options.dry_run or all(doc.get("VoucherNumber") for _, doc in batch.upserts.values()):
+            return
         ids = sorted(batch.upserts)
-        docs = [batch.upserts[k][1] for k in ids]
-        if not options.dry_run and not all(d.get("VoucherNumber") for d in docs):
-            # Numbers are taken before the writing transaction, each statement committing on its own, so that
-            # the counter's row is locked for a moment rather than until the batch commits: concurrent requests
-            # of a form do not wait for each other. As with a sequence, numbers taken by a voucher that is then
-            # refused or rolled back are not given back (a gap in the numbering).
-            await _number(conn, form, tenant_id, ids, docs)
+        await _number(conn, form, tenant_id, ids, [batch.upserts[k][1] for k in ids])
 
     async def check(self, conn: asyncpg.Connection, form: VoucherForm, tenant_id: int,
                     batch: VoucherBatch) -> None:
