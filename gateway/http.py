@@ -95,7 +95,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     # A chunked body may end in trailers: headers again, which httptools buffers the same way. What follows a
     # chunk's size line is counted as a head until the chunk's data begins; the last chunk has none, and
-    # its trailers are bounded as a head is.
+    # its trailers are counted as a head is. httptools does not say where in a read a callback fell, so the
+    # count of a head that begins inside a read (trailers, or a pipelined request) starts with the next
+    # read: such a head is cut at MAX_HEADER_BYTES plus at most one read (asyncio reads 256 KiB at most).
     def on_chunk_header(self) -> None:
         self._in_head, self._head_left = True, MAX_HEADER_BYTES
 

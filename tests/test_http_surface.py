@@ -206,15 +206,22 @@ def chunked_post(trailer: bytes) -> bytes:
             + b"%x\r\n" % len(body) + body + b"\r\n0\r\n" + trailer)
 
 
+# asyncio reads at most this much from a socket at once: the count of trailers starts at the read after the
+# one holding the last chunk's size line, so they are cut at MAX_HEADER_BYTES plus at most this.
+ASYNCIO_MAX_READ = 256 * 1024
+
+
 def test_the_trailers_of_a_chunked_body_are_bounded_as_a_head_is(served: Served) -> None:
     status, _, body = parse(exchange(served.port, chunked_post(b"X-Trailer: t\r\n\r\n")))
     assert (status, body["code"]) in ((401, 401), (429, 429))  # read whole, trailer and all: no such user
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as conn:
-        conn.sendall(chunked_post(b"X-Trailer: " + b"t" * (MAX_HEADER_BYTES + 1024)))
-        # The application is reading the body: too late for an answer, the connection is cut instead.
+        endless = b"X-Trailer: " + b"t" * (MAX_HEADER_BYTES + ASYNCIO_MAX_READ + 1024)
+        # The application is reading the body: too late for an answer, the connection is cut instead (which
+        # may already end the sending).
         try:
+            conn.sendall(chunked_post(endless))
             assert conn.recv(65536) == b""
-        except ConnectionResetError:
+        except (ConnectionResetError, BrokenPipeError):
             pass
 
 
