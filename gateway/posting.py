@@ -23,6 +23,21 @@ ROLE_DEFAULTS = {
     "vat_output": "33311",
     "vat_input": "1331",
     "inventory": "156",
+    "cost_of_sales": "632",
+    # Goods received before their purchase invoice: a declared liability until the invoice comes (Circular
+    # 200 has no account of its own for it; 3388 "other payables" by default, a tenant may set its own).
+    "goods_received_not_invoiced": "3388",
+    # Goods that come in without a price (a receipt at price 0): valued at the average cost, pending
+    # resolution as surplus assets (3381).
+    "inventory_surplus": "3381",
+    # Purchase invoice lines of items whose stock is not tracked (services): an expense, not inventory.
+    "purchased_services": "6427",  # outside service costs
+    # Realised exchange differences on settlement (Circular 200: 515 financial income, 635 financial expenses).
+    "fx_gain": "515",
+    "fx_loss": "635",
+    # What rounding to the base currency leaves between a voucher's debits and credits.
+    "rounding_gain": "711",
+    "rounding_loss": "811",
 }
 
 # Every statement below reads two row sources named `v` (the vouchers being posted: voucher columns) and `l`
@@ -87,6 +102,7 @@ class Entry:
     credit: Account
     amount: str  # SQL over l.* (per line) or v.* (per voucher), in the voucher's currency
     per_voucher: bool = False
+    where: str | None = None  # SQL over l.* and v.*: only the lines (or vouchers) it holds for
 
 
 @dataclass(frozen=True)
@@ -96,6 +112,7 @@ class Move:
     direction: str  # "in" or "out"
     site: str = "site_code"
     value: str | None = None  # SQL over l.* for the cost of an inflow; None: valued at average cost
+    where: str | None = None  # SQL over l.* and v.*: only the lines it holds for
 
 
 @dataclass(frozen=True)
@@ -110,6 +127,8 @@ class Posting:
         parts = []
         for rule, entry in enumerate(self.entries):
             source = "FROM v" if entry.per_voucher else f"FROM v {_LINES}"
+            if entry.where:
+                source += f" WHERE {entry.where}"
             line_no = "0" if entry.per_voucher else "l.line_no"
             analytic = "NULL, NULL" if entry.per_voucher else "l.job_code, l.dept_code"
             for side, account in ((0, entry.debit), (1, entry.credit)):
@@ -143,7 +162,7 @@ class Posting:
             moves.append(
                 f"SELECT v.tenant_id, v.form, v.voucher_id, {rule} AS rule, l.line_no, v.voucher_date,"
                 f" l.item_code, {site}, {qty_in}, {qty_out}, {value} FROM v {_LINES} {_STOCK_ITEM}"
-                f" WHERE {site} IS NOT NULL AND l.quantity <> 0")
+                f" WHERE {site} IS NOT NULL AND l.quantity <> 0{f' AND ({move.where})' if move.where else ''}")
         if moves:
             self.sql["stock"] = (
                 "INSERT INTO stock_move (tenant_id, form, voucher_id, move_no, move_date, item_code, site_code,"

@@ -101,7 +101,10 @@ async def apply(conn: asyncpg.Connection, tenant_id: int, work: SyncPlan,
         await kind.check(conn, form, tenant_id, batch)
         if refused(batch):
             raise _Refused(batch)
-        answer = _answer(work, batch, await kind.write(conn, form, tenant_id, batch, options))
+        written = await kind.write(conn, form, tenant_id, batch, options)
+        if refused(batch):  # the write itself may fail records (stock that would go negative)
+            raise _Refused(batch)
+        answer = _answer(work, batch, written)
         if keep is not None:
             await keep(answer)
         return answer

@@ -45,11 +45,18 @@ _C200_ROLES = {
     "cash": "1111",
     "bank": "1121",
     "cost_of_sales": "632",
+    "goods_received_not_invoiced": "3388",
+    "inventory_surplus": "3381",
+    "purchased_services": "6427",
+    "fx_gain": "515",
+    "fx_loss": "635",
+    "rounding_gain": "711",
+    "rounding_loss": "811",
 }
 CHART_ROLES: dict[str, dict[str, str]] = {
     "c200": _C200_ROLES,
     # Circular 133 has no account 521: sales returns are deducted from revenue directly.
-    "c133": {**_C200_ROLES, "sales_returns": "5111", "inventory": "156"},
+    "c133": {**_C200_ROLES, "sales_returns": "5111", "inventory": "156", "purchased_services": "6422"},
     NO_CHART: {},
 }
 

@@ -35,6 +35,13 @@ ROLE_ACCOUNTS = {
         "cash": "1111",
         "bank": "1121",
         "cost_of_sales": "632",
+        "goods_received_not_invoiced": "3388",
+        "inventory_surplus": "3381",
+        "purchased_services": "6427",
+        "fx_gain": "515",
+        "fx_loss": "635",
+        "rounding_gain": "711",
+        "rounding_loss": "811",
     },
     "vn_c133": {
         "receivable": "131",
@@ -47,12 +54,21 @@ ROLE_ACCOUNTS = {
         "cash": "1111",
         "bank": "1121",
         "cost_of_sales": "632",
+        "goods_received_not_invoiced": "3388",
+        "inventory_surplus": "3381",
+        "purchased_services": "6422",
+        "fx_gain": "515",
+        "fx_loss": "635",
+        "rounding_gain": "711",
+        "rounding_loss": "811",
     },
 }
 ROLE_TYPES = {
     "receivable": "asset", "payable": "liability", "revenue": "revenue", "sales_returns": "revenue",
     "vat_output": "liability", "vat_input": "asset", "inventory": "asset", "cash": "asset", "bank": "asset",
-    "cost_of_sales": "expense",
+    "cost_of_sales": "expense", "goods_received_not_invoiced": "liability", "inventory_surplus": "liability",
+    "purchased_services": "expense", "fx_gain": "revenue", "fx_loss": "expense", "rounding_gain": "revenue",
+    "rounding_loss": "expense",
 }
 
 C200_ONLY = {"521", "5211", "5212", "5213", "1561", "1562", "641"}

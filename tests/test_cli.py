@@ -118,7 +118,7 @@ async def test_tenant_add_creates_the_base_currency_chart_and_posting_roles(
     tenant_id = await db.fetchval("SELECT id FROM tenant WHERE code = 'shop1'")
     assert code == 0
     assert out == (f"tenant 'shop1' created (id {tenant_id}): base currency VND, "
-                   f"chart c200 ({chart_size('c200')} accounts), 10 posting roles\n")
+                   f"chart c200 ({chart_size('c200')} accounts), 17 posting roles\n")
     accounts = await db.fetchval("SELECT count(*) FROM account WHERE tenant_id = $1", tenant_id)
     assert accounts == chart_size("c200")
 
@@ -163,7 +163,7 @@ async def test_tenant_setup_provisions_existing_tenants_once(gateway: Gateway,
     code, out = await gateway("tenant", "setup", "acme")
     assert code == 0
     assert out == (f"tenant 'acme' (base currency VND, chart c200): created 1 currency, "
-                   f"{chart_size('c200')} accounts, 10 posting roles\n")
+                   f"{chart_size('c200')} accounts, 17 posting roles\n")
     code, out = await gateway("tenant", "setup", "acme")
     assert code == 0 and out == "tenant 'acme' (base currency VND, chart c200): nothing missing\n"
 
@@ -176,7 +176,7 @@ async def test_tenant_setup_provisions_existing_tenants_once(gateway: Gateway,
     assert out.splitlines() == [
         "tenant 'acme' (base currency VND, chart c133): created 1 account",
         (f"tenant 'beta' (base currency EUR, chart c133): created 1 currency, {chart_size('c133')} accounts, "
-         "10 posting roles"),
+         "17 posting roles"),
     ]
     row = await db.fetchrow("SELECT c.currency_code, c.decimal_places FROM currency c JOIN tenant t"
                             " ON t.id = c.tenant_id WHERE t.code = 'beta'")
