@@ -4,12 +4,19 @@
     (or: .venv/bin/python -m bench.vouchers ...)
 
 Starts a throw-away PostgreSQL and a 2-worker `gateway serve` (as bench/pull.py does), creates the tenant
-with `gateway tenant add` (so VND and the chart exist), syncs the masters (customers, stock-tracked items, a
-site), turns autovacuum off on the voucher and posting tables (so that they stay never analysed), and then
-sends setSaleInvoice requests of --vouchers vouchers x --lines lines (valid totals, new VoucherIds, half of
-them without a VoucherNumber so that the server numbers them) with 1 and with 4 keep-alive clients, first on
-the never-analysed tables, then after ANALYZE. Figures: vouchers/s (vouchers acknowledged / wall time), p50
-and p99 request latency.
+with `gateway tenant add` (so VND and the chart exist), syncs the masters (customers, a supplier,
+stock-tracked items, a site), buys every item in (purchase invoices dated before the sales, so no sale takes
+stock that is not there), turns autovacuum off on the voucher and posting tables (so that they stay never
+analysed), and then sends setSaleInvoice requests of --vouchers vouchers x --lines lines (valid totals, new
+VoucherIds, half of them without a VoucherNumber so that the server numbers them) with 1 and with 4
+keep-alive clients, first on the never-analysed tables, then after ANALYZE. Figures: vouchers/s (vouchers
+acknowledged / wall time), p50 and p99 request latency.
+
+Dates (--dates): `append` (the default) dates each request a day after the one before, as tills and
+accounting systems send the day's sales, so each sale is costed after the last movement of its items;
+`random` dates every voucher on a random day of the year, so most requests are back-dated and re-cost the
+later movements of their items. With --unposted the same lines also go as setSalesOrder (no ledger, stock or
+cost of sales) to the same gateway: the difference is what posting costs.
 
 Beside it, the bare reference, a direct asyncpg pipeline in this process (no HTTP, one Python process for
 all its clients): decode the same bodies with msgspec, validate them with jsonschema-rs against the form's
@@ -53,6 +60,9 @@ FORM = "setSaleInvoice"
 CUSTOMERS = 1_000
 ITEMS = 500
 SITE = "K1"
+SUPPLIER = "NCC1"
+STOCK_IN = 10_000_000  # of every item, before the first sale
+FIRST_DAY = dt.date(2026, 1, 1)
 CLIENTS = (1, 4)
 STATES = ("fresh", "analysed")
 # Autovacuum would analyse these at some point during the run; the fresh state wants them never analysed.
@@ -92,6 +102,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--request-timeout", type=float, default=600)
     p.add_argument("--ready-timeout", type=float, default=90)
     p.add_argument("--no-bare", action="store_true", help="skip the bare reference")
+    p.add_argument("--dates", choices=("append", "random"), default="append",
+                   help="sale dates: each request a day later (default), or random days of the year")
+    p.add_argument("--unposted", action="store_true",
+                   help="also send the same lines as setSalesOrder, which posts nothing (the posting cost)")
     p.add_argument("--out", type=Path, default=OUT, help=f"JSON report (default {OUT.relative_to(ROOT)})")
     args = p.parse_args(argv)
     if min(args.requests, args.vouchers, args.lines, args.workers) < 1:
@@ -108,10 +122,25 @@ def masters() -> list[tuple[str, list[dict[str, Any]]]]:
         ("setItem", [{"ItemCode": f"IT{i:05d}", "ItemName": f"Item {i}", "ItemType": "HH", "StockTracked": 1}
                      for i in range(ITEMS)]),
         ("setSite", [{"SiteCode": SITE, "SiteName": "Main"}]),
+        ("setSupplier", [{"SupplierCode": SUPPLIER, "SupplierName": "Bench supplier"}]),
     ]
 
 
-def invoice(vid: str, rng: random.Random, lines: int, numbered: bool) -> dict[str, Any]:
+def stock_in() -> list[dict[str, Any]]:
+    """Purchase invoices bringing every item in before the first sale: more than all the sales take."""
+    docs = []
+    for first in range(0, ITEMS, 100):
+        detail = [{"RefNumber": n + 1, "ItemCode": f"IT{i:05d}", "Uom": "PCS", "SiteCode": SITE,
+                   "Quantity": STOCK_IN, "UnitPrice": 1000, "Amount": STOCK_IN * 1000}
+                  for n, i in enumerate(range(first, min(first + 100, ITEMS)))]
+        net = sum(x["Amount"] for x in detail)
+        docs.append({"VoucherId": f"PI{first:05d}", "VoucherDate": "2025-12-31", "SupplierCode": SUPPLIER,
+                     "TotalQuantity": STOCK_IN * len(detail), "TotalNetAmount": net, "TotalTaxAmount": 0,
+                     "TotalAmount": net, "detail": detail})
+    return docs
+
+
+def invoice(vid: str, rng: random.Random, lines: int, numbered: bool, date: str | None) -> dict[str, Any]:
     detail: list[dict[str, Any]] = []
     for ref in range(1, lines + 1):
         qty = rng.randint(1, 20)
@@ -123,7 +152,7 @@ def invoice(vid: str, rng: random.Random, lines: int, numbered: bool) -> dict[st
                        "TaxRate": 10, "TaxAmount": tax, "TotalAmount": amount + tax})
     net = sum(x["Amount"] for x in detail)
     tax = sum(x["TaxAmount"] for x in detail)
-    doc = {"VoucherId": vid, "VoucherDate": f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+    doc = {"VoucherId": vid, "VoucherDate": date or f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
            "CustomerCode": f"KH{rng.randrange(CUSTOMERS):05d}", "Description": "bench sale",
            "TotalQuantity": sum(x["Quantity"] for x in detail), "TotalNetAmount": net, "TotalDiscountAmount": 0,
            "TotalTaxAmount": tax, "TotalAmount": net + tax, "detail": detail}
@@ -132,13 +161,30 @@ def invoice(vid: str, rng: random.Random, lines: int, numbered: bool) -> dict[st
     return doc
 
 
-def bodies(prefix: str, args: argparse.Namespace, rng: random.Random) -> list[bytes]:
-    """Pre-encoded request bodies, new VoucherIds in each; every other voucher is left for the server to number."""
+def as_order(doc: dict[str, Any]) -> dict[str, Any]:
+    """The sale's lines as a sales order, which posts nothing."""
+    detail = [{k: x[k] for k in ("RefNumber", "ItemCode", "Uom", "SiteCode", "Quantity", "UnitPrice", "Amount")}
+              for x in doc["detail"]]
+    order = {k: doc[k] for k in ("VoucherId", "VoucherDate", "CustomerCode", "Description", "TotalQuantity")}
+    return {**order, "TotalAmount": doc["TotalNetAmount"], "detail": detail,
+            **({"VoucherNumber": doc["VoucherNumber"]} if "VoucherNumber" in doc else {})}
+
+
+def bodies(prefix: str, args: argparse.Namespace, rng: random.Random, days: list[int],
+           form: str = FORM) -> list[bytes]:
+    """Pre-encoded request bodies, new VoucherIds in each; every other voucher is left for the server to number.
+    With dates appended, each request is dated the day after the last request of the run (`days` counts)."""
     out = []
     for r in range(args.requests):
-        docs = [invoice(f"{prefix}{r:04d}{v:04d}", rng, args.lines, numbered=v % 2 == 0)
+        date = None
+        if args.dates == "append":
+            days[0] += 1
+            date = (FIRST_DAY + dt.timedelta(days=days[0])).isoformat()
+        docs = [invoice(f"{prefix}{r:04d}{v:04d}", rng, args.lines, numbered=v % 2 == 0, date=date)
                 for v in range(args.vouchers)]
-        out.append(_encode({"form": FORM, "data": docs}))
+        if form != FORM:
+            docs = [as_order(d) for d in docs]
+        out.append(_encode({"form": form, "data": docs}))
     return out
 
 
@@ -147,15 +193,16 @@ def bodies(prefix: str, args: argparse.Namespace, rng: random.Random) -> list[by
 
 async def sync_masters(url: str, token: str, timeout: float) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=timeout) as client:
-        for form, records in masters():
-            resp = await client.post("/api/SyncData", headers={"Authorization": token},
+        for endpoint, form, records in [*(("SyncData", f, r) for f, r in masters()),
+                                        ("SyncVoucher", "setPurchaseInvoice", stock_in())]:
+            resp = await client.post(f"/api/{endpoint}", headers={"Authorization": token},
                                      content=_encode({"form": form, "data": records}))
             if resp.status_code != 200 or not resp.json().get("success"):
                 raise BenchError(f"{form}: HTTP {resp.status_code} {resp.text[:300]}")
 
 
 async def push_gateway(url: str, token: str, payloads: list[bytes], clients: int, timeout: float,
-                       expected: int) -> dict[str, Any]:
+                       expected: int, endpoint: str = "SyncVoucher") -> dict[str, Any]:
     queue = iter(payloads)
     latencies: list[float] = []
     errors: list[str] = []
@@ -169,7 +216,7 @@ async def push_gateway(url: str, token: str, payloads: list[bytes], clients: int
         nonlocal done
         for body in queue:
             t0 = time.perf_counter()
-            resp = await client.post("/api/SyncVoucher", content=body, headers=headers)
+            resp = await client.post(f"/api/{endpoint}", content=body, headers=headers)
             latencies.append(time.perf_counter() - t0)
             answer = resp.json()
             if resp.status_code != 200 or not answer.get("success") or answer.get("records") != expected:
@@ -267,17 +314,20 @@ async def measure(args: argparse.Namespace, db_url: str, url: str, password: str
     await sync_masters(url, token, args.request_timeout)
     rng = random.Random(args.seed)
     report["phases"] = []
+    days = [0]
+    targets = ("gateway",) + (("unposted",) if args.unposted else ()) + (() if args.no_bare else ("bare",))
     for state in STATES:
         if state == "analysed":
             print("ANALYZE ...", flush=True)
             await _sql(db_url, "ANALYZE")
         for clients in CLIENTS:
-            for target in ("gateway",) + (() if args.no_bare else ("bare",)):
-                payloads = bodies(f"{state[0].upper()}{clients}{target[0].upper()}", args, rng)
+            for target in targets:
+                form = "setSalesOrder" if target == "unposted" else FORM
+                payloads = bodies(f"{state[0].upper()}{clients}{target[0].upper()}", args, rng, days, form)
                 print(f"{state} {target} {clients} client(s): {args.requests} x {args.vouchers} vouchers ...",
                       flush=True)
                 sampler.start()
-                if target == "gateway":
+                if target in ("gateway", "unposted"):
                     figures = await push_gateway(url, token, payloads, clients, args.request_timeout,
                                                  args.vouchers)
                 else:
