@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from . import auth, tenants
+from . import auth, costing, tenants
 from .config import ConfigError, Settings
 from .db import QUERIES, connect, database_url, migrate
 
@@ -234,6 +234,26 @@ def cmd_tenant_lock(args: argparse.Namespace, settings: Settings) -> None:
           + (f"vouchers dated up to {until} are locked" if until else "no period locked"))
 
 
+def cmd_tenant_set(args: argparse.Namespace, settings: Settings) -> None:
+    async def work(conn: asyncpg.Connection) -> None:
+        if not await costing.set_negative_stock(conn, args.code, args.negative_stock):
+            raise CliError(f"no tenant {args.code!r}")
+
+    asyncio.run(_with_db(settings, work))
+    print(f"tenant {args.code!r}: negative stock {args.negative_stock}")
+
+
+def cmd_tenant_recost(args: argparse.Namespace, settings: Settings) -> None:
+    async def work(conn: asyncpg.Connection) -> tuple[int, int]:
+        row = await conn.fetchrow(QUERIES["tenant_by_code"], args.code)
+        if row is None:
+            raise CliError(f"no tenant {args.code!r}")
+        return await costing.recost_tenant(conn, row["id"])
+
+    items, changed = asyncio.run(_with_db(settings, work))
+    print(f"tenant {args.code!r}: {items} items valued, {changed} movements changed")
+
+
 def cmd_user_add(args: argparse.Namespace, settings: Settings) -> None:
     password = _read_password(args)
 
@@ -322,6 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
     t_lock.add_argument("--until", help="the last locked day, yyyy-mm-dd")
     t_lock.add_argument("--clear", action="store_true", help="unlock every period")
     t_lock.set_defaults(func=cmd_tenant_lock)
+    t_set = tenant.add_parser("set", help="change a tenant's settings")
+    t_set.add_argument("code")
+    t_set.add_argument("--negative-stock", choices=costing.NEGATIVE_STOCK, required=True,
+                       help="refuse (default): an outflow beyond the stock on hand is refused; allow: costed at the"
+                            " last average")
+    t_set.set_defaults(func=cmd_tenant_set)
+    t_recost = tenant.add_parser("recost", help="value all the tenant's stock movements again (cost of sales)")
+    t_recost.add_argument("code")
+    t_recost.set_defaults(func=cmd_tenant_recost)
 
     user = sub.add_parser("user", help="user administration").add_subparsers(dest="action", required=True)
 

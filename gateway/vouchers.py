@@ -13,12 +13,12 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import Decimal, localcontext
 from typing import Any
 
 import asyncpg
 
-from . import posting, query
+from . import costing, grni, posting, query, settlement
 from .db import QUERIES
 from .engine import SyncOptions, WriteResult, json_pointer
 from .errors import MESSAGE_CHARS, shorten
@@ -63,10 +63,21 @@ LINE_COLUMNS: dict[str, tuple[str, str]] = {
     "ExpenseCode": ("expense_code", "text"),
     "TaxCode": ("tax_code", "text"),
     "CustomerCode": ("customer_code", "text"),
+    "SaleInvId": ("sale_invoice_id", "text"),  # a sale return line: the sales invoice (and line) it gives back
+    "SaleInvRefNumber": ("sale_invoice_line", "integer"),
+    "ReceiptId": ("receipt_id", "text"),  # a purchase invoice line: the goods receipt (and line) it invoices
+    "ReceiptRefNumber": ("receipt_line", "integer"),
 }
 DETAIL = "detail"
 # Significant digits of the sums the checks compute: enough for any sum of bounded amounts to be exact.
 EXACT_DIGITS = 200
+# Fields that hold money in the voucher's currency, in the header and in every list (detail, tax,
+# allocation): at most the currency's decimal places. Quantities, prices and rates are not money.
+AMOUNT_FIELDS = frozenset({"Amount", "Discount", "TaxAmount", "TotalAmount", "Debit", "Credit", "TotalNetAmount",
+                           "TotalDiscountAmount", "TotalTaxAmount"})
+# An exchange rate's declared precision: at most 20 digits before the decimal point and 10 after it.
+RATE_INTEGER_DIGITS = 20
+RATE_DECIMALS = 10
 
 
 @dataclass(frozen=True)
@@ -121,6 +132,9 @@ class VoucherForm:
     field_map: dict[str, str] = field(default_factory=dict, repr=False)
     line_fields: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
     has_units: bool = field(default=False, repr=False)  # lines name an item and its unit
+    # The money fields of the form (AMOUNT_FIELDS): header fields, and "<list>/<Field>" for those of a list.
+    amount_paths: tuple[str, ...] = field(default=(), repr=False)
+    has_tax_codes: bool = field(default=False, repr=False)  # lines name a tax code beside their TaxRate
     write_sql: str | None = field(default=None, repr=False)  # lines and postings of a batch
 
     @property
@@ -171,6 +185,10 @@ class VoucherForm:
         line_props = props[DETAIL]["items"]["properties"]
         self.line_fields = tuple((f, col, t) for f, (col, t) in LINE_COLUMNS.items() if f in line_props)
         self.has_units = "ItemCode" in line_props and "Uom" in line_props
+        self.has_tax_codes = "TaxCode" in line_props and "TaxRate" in line_props
+        self.amount_paths = (*(f for f in props if f in AMOUNT_FIELDS),
+                             *(f"{name}/{f}" for name, prop in props.items() if prop.get("type") == "array"
+                               for f in prop.get("items", {}).get("properties", {}) if f in AMOUNT_FIELDS))
         if self.posting is not None:
             self.posting = self.posting.build()
         return self
@@ -309,6 +327,7 @@ async def check(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
     currencies = {r["currency_code"]: r["decimal_places"] for r in await conn.fetch(
         QUERIES["voucher_currencies"], tenant_id, sorted({d["Currency"] for _, (_, d) in docs}))}
     units = await _item_units(conn, tenant_id, docs) if form.has_units else {}
+    tax_rates = await _tax_rates(conn, tenant_id, docs) if form.has_tax_codes else {}
 
     for key, (index, doc) in docs:
         for ref in form.references:
@@ -324,11 +343,14 @@ async def check(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
         elif doc["Currency"] == base and Decimal(doc["ExchangeRate"]) != 1:
             batch.fail(index, key, "/ExchangeRate",
                        f"ExchangeRate must be 1 for the base currency {base}, got {doc['ExchangeRate']}")
+        else:
+            for message in _rate_errors(Decimal(doc["ExchangeRate"])):
+                batch.fail(index, key, "/ExchangeRate", message)
         places = currencies.get(doc["Currency"])
         if places is None:
             batch.fail(index, key, "/Currency", f"Currency '{doc['Currency']}' does not exist in currency")
         else:
-            for path, message in _total_errors(form, doc, Decimal(1).scaleb(-places)):
+            for path, message in _total_errors(form, doc, places, tax_rates):
                 batch.fail(index, key, path, message)
         for path, message in _unit_errors(doc, units):
             batch.fail(index, key, path, message)
@@ -336,8 +358,8 @@ async def check(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
         if locked_until is not None and voucher_date <= locked_until:
             batch.fail(index, key, "/VoucherDate", f"VoucherDate {voucher_date} is in the period locked until "
                        f"{locked_until}")
-    if form.posting is not None and form.posting.allocates:
-        await _check_allocations(conn, form, tenant_id, batch, docs)
+    await _check_allocations(conn, form, tenant_id, batch, docs)
+    await _check_receipts(conn, form, tenant_id, batch, docs)
     for key in [k for k, (i, _) in batch.upserts.items() if i in batch.failed_indexes]:
         del batch.upserts[key]
     if locked_until is not None and (batch.upserts or batch.deletes):
@@ -353,18 +375,117 @@ async def check(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
                        f"the stored voucher is dated {r['voucher_date']}, in the period locked until {locked_until}")
 
 
-def _sum(doc: dict[str, Any], line_field: str) -> tuple[Decimal, int]:
-    """The sum of a line field ("Amount", or "<list>/<field>"), and how many lines were summed."""
+def _sum(doc: dict[str, Any], line_field: str) -> tuple[int | Decimal, int]:
+    """The sum of a line field ("Amount", or "<list>/<field>"), and how many lines were summed (exact: whole
+    numbers add up as integers, any Decimal among them makes it a Decimal)."""
     values = _values(doc, line_field if "/" in line_field else f"{DETAIL}/{line_field}")
-    return sum((Decimal(v or 0) for v in values), Decimal(0)), len(values)
+    return sum((v or 0 for v in values), 0), len(values)
 
 
-def _total_errors(form: VoucherForm, doc: dict[str, Any], quantum: Decimal) -> list[tuple[str, str]]:
-    """Header totals against the lines, under the currency's rounding (`quantum`, e.g. 1 for VND)."""
+def _total_errors(form: VoucherForm, doc: dict[str, Any], places: int,
+                  tax_rates: dict[str, Decimal]) -> list[tuple[str, str]]:
+    """The voucher's amounts in its currency (`places` decimals: 0 for VND): each within those decimals, the
+    header totals equal to the lines', each priced line's own arithmetic right."""
+    quantum = Decimal(1).scaleb(-places)
     # Exact sums: numbers may have 20 digits before the point (forms.NUMBER_LIMIT) and many after it, beyond
     # the 28 significant digits of decimal's default context.
     with localcontext(prec=EXACT_DIGITS):
-        return _totals_checked(form, doc, quantum)
+        return [*_amount_errors(form, doc, places), *_totals_checked(form, doc, quantum),
+                *_line_errors(doc, quantum, tax_rates)]
+
+
+def _decimals(value: Any) -> int:
+    """The decimal places a number needs (1.50 needs 1, 2.0 none), read from its digits: no rounding."""
+    if not isinstance(value, Decimal) or not value.is_finite():
+        return 0
+    _, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int) or exponent >= 0 or not any(digits):
+        return 0
+    zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -exponent - zeros)
+
+
+def _amount_errors(form: VoucherForm, doc: dict[str, Any], places: int) -> list[tuple[str, str]]:
+    """Money carries at most the currency's decimal places: what is posted is what was sent. (Whole numbers,
+    most amounts, are passed over at once; a pointer is only made for a refusal.)"""
+    problems = []
+    for amount_path in form.amount_paths:
+        table, _, name = amount_path.rpartition("/")
+        items = enumerate(doc.get(table) or ()) if table else ((None, doc),)
+        for i, item in items:
+            value = item.get(name)
+            if type(value) is Decimal and _decimals(value) > places:
+                path = f"/{table}/{i}/{name}" if table else f"/{name}"
+                message = f"{name} {value} has more decimal places than the {places} of {doc['Currency']}"
+                problems.append((path, message))
+    return problems
+
+
+def _rate_errors(rate: Decimal) -> list[str]:
+    """An exchange rate within its declared precision (RATE_INTEGER_DIGITS, RATE_DECIMALS) and above 0."""
+    problems = []
+    if rate <= 0:
+        problems.append(f"ExchangeRate must be more than 0, got {rate}")
+    elif rate.adjusted() >= RATE_INTEGER_DIGITS:
+        problems.append(f"ExchangeRate {rate} has more than {RATE_INTEGER_DIGITS} digits before the decimal point")
+    if _decimals(rate) > RATE_DECIMALS:
+        problems.append(f"ExchangeRate {rate} has more than {RATE_DECIMALS} decimal places")
+    return problems
+
+
+def _line_errors(doc: dict[str, Any], quantum: Decimal, tax_rates: dict[str, Decimal]) -> list[tuple[str, str]]:
+    """Each line's own arithmetic, on the lines that have the fields: Discount not above Amount; TaxAmount
+    is (Amount - Discount) x TaxRate / 100 within half a unit of the currency's last decimal (a negative
+    rate, not taxable or not declared, taxes nothing); TaxRate is the rate of the line's TaxCode; TotalAmount
+    is Amount - Discount + TaxAmount exactly. The same for the VAT invoice lines (`tax`) of a purchase.
+
+    Figures are used as read (int or Decimal, exact either way): whole amounts, most of them, stay in integer
+    arithmetic, and the tax is compared without dividing (100 x TaxAmount against net x TaxRate)."""
+    allowance = _whole(quantum * 50)  # half a unit, x 100
+    problems = []
+    for i, line in enumerate(doc.get(DETAIL) or ()):
+        amount = line.get("Amount")
+        if amount is None:
+            continue
+        discount = line.get("Discount") or 0
+        tax, rate, total = line.get("TaxAmount"), line.get("TaxRate"), line.get("TotalAmount")
+        if discount > amount:
+            message = f"Discount {discount} of line {line.get('RefNumber')} is more than its Amount {amount}"
+            problems.append((f"/{DETAIL}/{i}/Discount", message))
+        if tax is not None and rate is not None:
+            problems += _tax_errors(f"/{DETAIL}/{i}/TaxAmount", f"line {line.get('RefNumber')}",
+                                    "(Amount - Discount)", amount - discount, rate, tax, allowance)
+        code = line.get("TaxCode")
+        if code is not None and rate is not None and code in tax_rates and tax_rates[code] != rate:
+            message = (f"TaxRate {rate} of line {line.get('RefNumber')} is not the rate of TaxCode '{code}' "
+                       f"({tax_rates[code]})")
+            problems.append((f"/{DETAIL}/{i}/TaxRate", message))
+        if total is not None and tax is not None and total != amount - discount + tax:
+            message = (f"TotalAmount {total} of line {line.get('RefNumber')} is not Amount - Discount + TaxAmount "
+                       f"({amount} - {discount} + {tax} = {amount - discount + tax})")
+            problems.append((f"/{DETAIL}/{i}/TotalAmount", message))
+    for i, vat in enumerate(doc.get("tax") or ()):
+        net, rate, tax = vat.get("TotalNetAmount"), vat.get("TaxRate"), vat.get("TaxAmount")
+        if net is not None and rate is not None and tax is not None:
+            problems += _tax_errors(f"/tax/{i}/TaxAmount", f"VAT invoice line {i + 1}", "TotalNetAmount", net, rate,
+                                    tax, allowance)
+    return problems
+
+
+def _whole(value: Decimal) -> int | Decimal:
+    """An integer for a whole Decimal (comparisons with ints stay in integer arithmetic), else the Decimal."""
+    return int(value) if value == value.to_integral_value() else value
+
+
+def _tax_errors(path: str, what: str, base_name: str, base: Any, rate: Any, tax: Any,
+                allowance: int | Decimal) -> list[tuple[str, str]]:
+    """TaxAmount against base x rate / 100, within `allowance` / 100 (half a unit of the last decimal)."""
+    if abs(tax * 100 - (base * rate if rate > 0 else 0)) <= allowance:
+        return []
+    expected = Decimal(base) * Decimal(rate) / 100 if rate > 0 else Decimal(0)
+    message = (f"TaxAmount {tax} of {what} is not {base_name} x TaxRate / 100 ({base} x {rate} / 100 = "
+               f"{expected}) within the rounding allowance of {(Decimal(allowance) / 100).normalize()}")
+    return [(path, message)]
 
 
 def _totals_checked(form: VoucherForm, doc: dict[str, Any], quantum: Decimal) -> list[tuple[str, str]]:
@@ -372,7 +493,7 @@ def _totals_checked(form: VoucherForm, doc: dict[str, Any], quantum: Decimal) ->
     for header_field, line_field in form.totals:
         total, _ = _sum(doc, line_field)
         stated = Decimal(doc.get(header_field) or 0)
-        if total.quantize(quantum, ROUND_HALF_UP) != stated.quantize(quantum, ROUND_HALF_UP):
+        if total != stated:
             problems.append((f"/{header_field}",
                              f"{header_field} {stated} is not the sum of the lines' {line_field} ({total})"))
     if form.tax_total is not None:
@@ -408,6 +529,16 @@ async def _item_units(conn: asyncpg.Connection, tenant_id: int,
     return {r["item_code"]: (r["uom"], set(r["units"])) for r in rows}
 
 
+async def _tax_rates(conn: asyncpg.Connection, tenant_id: int,
+                     docs: list[tuple[str, tuple[int, dict[str, Any]]]]) -> dict[str, Decimal]:
+    """The rate of every live tax code the batch's lines name beside a TaxRate, in one query."""
+    codes = sorted({line["TaxCode"] for _, (_, d) in docs for line in d.get(DETAIL) or ()
+                    if isinstance(line.get("TaxCode"), str) and line.get("TaxRate") is not None})
+    if not codes:
+        return {}
+    return {r["tax_code"]: r["tax_rate"] for r in await conn.fetch(QUERIES["voucher_tax_rates"], tenant_id, codes)}
+
+
 def _unit_errors(doc: dict[str, Any], units: dict[str, tuple[str | None, set[str]]]) -> list[tuple[str, str]]:
     """A line in another unit than its item's base unit needs the item's conversion for that unit: stock
     moves in base units."""
@@ -427,25 +558,20 @@ def _unit_errors(doc: dict[str, Any], units: dict[str, tuple[str | None, set[str
 
 async def _check_allocations(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, batch: VoucherBatch,
                              docs: list[tuple[str, tuple[int, dict[str, Any]]]]) -> None:
-    """Allocations pay live invoices of the paid form, each once, and not more than the voucher's total."""
-    invoice_form = form.posting.allocates
-    wanted = sorted({a.get("InvoiceId") for _, (_, d) in docs for a in d.get("allocation") or ()})
-    live = ({r["voucher_id"] for r in await conn.fetch(QUERIES["voucher_live_invoices"], tenant_id, invoice_form,
-                                                       wanted)} if wanted else set())
-    for key, (index, doc) in docs:
-        allocations = doc.get("allocation") or []
-        seen: set[str] = set()
-        for i, allocation in enumerate(allocations):
-            invoice = allocation.get("InvoiceId")
-            if invoice not in live:
-                batch.fail(index, key, f"/allocation/{i}/InvoiceId", f"InvoiceId '{invoice}' is not a {invoice_form}")
-            if invoice in seen:
-                batch.fail(index, key, f"/allocation/{i}/InvoiceId", f"InvoiceId '{invoice}' is allocated twice")
-            seen.add(invoice)
-        with localcontext(prec=EXACT_DIGITS):
-            allocated = sum((Decimal(a.get("Amount") or 0) for a in allocations), Decimal(0))
-        if allocations and allocated > Decimal(doc.get("TotalAmount") or 0):
-            batch.fail(index, key, "/allocation", f"allocations total {allocated}, more than TotalAmount")
+    """Settlement: payments' allocations and returns citing invoices checked against the invoices (locked
+    until the batch commits), invoices kept from changes that would undo what settles them, journal lines
+    on control accounts given a partner (gateway/settlement.py)."""
+    await settlement.check(conn, form, tenant_id, batch, docs)
+
+
+async def _check_receipts(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, batch: VoucherBatch,
+                          docs: list[tuple[str, tuple[int, dict[str, Any]]]]) -> None:
+    """Purchase invoice lines invoice no more of a goods receipt than it received and is not yet invoiced;
+    a receipt that invoices cite keeps what they invoice (gateway/grni.py)."""
+    if form.name == grni.INVOICE_FORM:
+        await grni.check_invoices(conn, tenant_id, batch, docs)
+    elif form.name == grni.RECEIPT_FORM:
+        await grni.check_receipts(conn, tenant_id, batch, docs)
 
 
 # --- writing -------------------------------------------------------------------------------------------
@@ -544,8 +670,8 @@ _NO_POSTING = posting.Posting()
 _NOT_POSTED = (DETAIL, "tax")
 
 
-async def write(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, batch: VoucherBatch,
-                dry_run: bool) -> WriteResult:
+async def _write(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, batch: VoucherBatch,
+                 dry_run: bool) -> WriteResult:
     """The batch's checked vouchers written, inside the core's transaction (gateway/sync.py)."""
     ids = sorted(batch.upserts)
     docs = [batch.upserts[k][1] for k in ids]
@@ -579,6 +705,52 @@ async def write(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, bat
             await conn.execute(posting.UNPOST_WITH_LINES, tenant_id, form.name, gone)
     out.unchanged = len(ids) + len(cancel_ids) - out.inserted - out.updated - out.deleted
     return out
+
+
+async def write(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, batch: VoucherBatch,
+                dry_run: bool) -> WriteResult:
+    """The batch's checked vouchers written and their stock movements costed (gateway/costing.py), inside the
+    core's transaction.
+
+    Under a savepoint: when outflows would leave less than nothing on hand (a tenant refusing negative stock),
+    it is rolled back, the vouchers blamed are failed, and the rest written again (sync.py then refuses the
+    whole batch in atomic mode).
+    """
+    if form.posting is None or not form.posting.moves:
+        return await _write(conn, form, tenant_id, batch, dry_run)
+    while True:
+        keys = sorted({*batch.upserts, *batch.deletes})
+        try:
+            async with conn.transaction():
+                before = await costing.stored_moves_locked(conn, tenant_id, form.name, keys)
+                out = await _write(conn, form, tenant_id, batch, dry_run)
+                shortfalls = await costing.recost(conn, tenant_id, form.name, out.changed, before)
+                if shortfalls:
+                    raise costing.NegativeStock(shortfalls)
+                if form.name == grni.RECEIPT_FORM:  # the invoices citing a replaced receipt follow its value
+                    await grni.repost_invoices(conn, tenant_id, sorted(k for k, c in out.changed.items()
+                                                                       if c == "updated"))
+            return out
+        except costing.NegativeStock as short:
+            _fail_short(batch, short.shortfalls)
+            if len(batch.upserts) + len(batch.deletes) == len(keys):
+                raise AssertionError("a shortfall blamed on no voucher of the batch") from short
+
+
+def _fail_short(batch: VoucherBatch, shortfalls: list[costing.Shortfall]) -> None:
+    """Fail the vouchers the shortfalls are blamed on, at the line of the item (or the cancel's Status)."""
+    for s in shortfalls:
+        for vid in s.culprits:
+            own = vid == s.voucher_id
+            if vid in batch.deletes:
+                batch.fail(batch.deletes.pop(vid), vid, "/Status", s.message(own))
+            elif vid in batch.upserts:
+                index, doc = batch.upserts.pop(vid)
+                lines = doc.get(DETAIL) or []
+                at = next((i for i, line in enumerate(lines) if own and line.get("RefNumber") == s.line_no), None)
+                if at is None:
+                    at = next((i for i, line in enumerate(lines) if line.get("ItemCode") == s.item), None)
+                batch.fail(index, vid, f"/{DETAIL}" if at is None else f"/{DETAIL}/{at}/Quantity", s.message(own))
 
 
 def _header_arrays(form: VoucherForm, ids: list[str], docs: list[dict[str, Any]]) -> list[list[Any]]:

@@ -204,6 +204,11 @@ SELECT locked_until, base_currency FROM tenant WHERE id = $1;
 SELECT currency_code, decimal_places FROM currency
 WHERE tenant_id = $1 AND NOT deleted AND currency_code = ANY($2::text[]);
 
+-- name: voucher_tax_rates
+-- The rates of the live tax codes among $2.
+SELECT tax_code, tax_rate FROM tax_code
+WHERE tenant_id = $1 AND NOT deleted AND tax_code = ANY($2::text[]);
+
 -- name: voucher_item_units
 -- Per stock-tracked item among $2: its base unit and the units it has a live conversion for.
 SELECT i.item_code, i.uom, COALESCE(array_agg(c.uom) FILTER (WHERE c.uom IS NOT NULL), '{}') AS units
@@ -317,3 +322,97 @@ logged AS (
     SELECT (SELECT id FROM c), $1, $2, to_jsonb(array_agg(ARRAY[voucher_id])) FROM w HAVING count(*) > 0
 )
 SELECT voucher_id FROM w;
+
+-- Goods received not invoiced (gateway/grni.py). Receipt lines are found through voucher_line_receipt_key,
+-- the invoice lines citing them through voucher_line_receipt, the tenant compared in a form no index serves
+-- (IS NOT DISTINCT FROM) so that no index leading with tenant_id is taken instead (migration 0014).
+
+-- name: grni_lock_receipts
+-- The live goods receipts among $2 and their partners, locked in key order: purchase invoices citing one,
+-- and its own replacement or cancellation, pass its checks one at a time.
+SELECT r.voucher_id, r.partner_code
+FROM (SELECT k.voucher_id FROM unnest($2::text[]) AS k(voucher_id) ORDER BY 1) k
+CROSS JOIN LATERAL (SELECT voucher_id, partner_code FROM voucher WHERE voucher_id = k.voucher_id
+                    AND tenant_id = $1 AND form = 'setReceipt' AND NOT deleted OFFSET 0) r
+FOR NO KEY UPDATE OF r;
+
+-- name: grni_receipt_lines
+-- The receipt lines ($2, $3: receipt ids and line numbers) with their item, unit, site, quantity, and whether
+-- the item's stock is tracked.
+SELECT k.voucher_id, k.line_no, r.item_code, r.uom, r.site_code, r.quantity,
+       COALESCE(i.stock_tracked, 0) = 1 AS tracked
+FROM unnest($2::text[], $3::integer[]) AS k(voucher_id, line_no)
+CROSS JOIN LATERAL (SELECT item_code, uom, site_code, quantity FROM voucher_line
+                    WHERE voucher_id = k.voucher_id AND line_no = k.line_no AND tenant_id IS NOT DISTINCT FROM $1
+                    AND form = 'setReceipt' OFFSET 0) r
+LEFT JOIN LATERAL (SELECT stock_tracked FROM item WHERE tenant_id = $1 AND item_code = r.item_code AND NOT deleted
+                   OFFSET 0) i ON true;
+
+-- name: grni_invoiced
+-- Per line of the receipts $2 that live purchase invoices (other than $3) cite: the quantity they invoice,
+-- its item, unit and site, and the invoices. Lines exist only for live vouchers (a cancelled one's go).
+SELECT p.receipt_id, p.receipt_line, sum(p.quantity) AS quantity, min(p.item_code) AS item_code,
+       min(p.uom) AS uom, min(p.site_code) AS site_code, array_agg(DISTINCT p.voucher_id) AS invoices
+FROM unnest($2::text[]) AS k(receipt_id)
+CROSS JOIN LATERAL (SELECT form, voucher_id, receipt_id, receipt_line, item_code, uom, site_code, quantity
+                    FROM voucher_line WHERE receipt_id = k.receipt_id AND tenant_id IS NOT DISTINCT FROM $1
+                    OFFSET 0) p
+WHERE p.form = 'setPurchaseInvoice' AND p.voucher_id <> ALL($3::text[])
+GROUP BY p.receipt_id, p.receipt_line;
+
+-- Settlement (gateway/settlement.py): payments and returns settling invoices, checked inside the write. $1 is
+-- the tenant, $2 the invoice form, $3 the invoices' ids; every look-up goes key by key.
+
+-- name: settlement_control_accounts
+-- The tenant's accounts of the roles $2 (receivable, payable) where it set its own.
+SELECT role, account_code FROM posting_account WHERE tenant_id = $1 AND role = ANY($2::text[]);
+
+-- name: settlement_lock_invoices
+-- The live invoices among $3, locked in key order until the settling voucher commits: a second payment of
+-- one, a cancellation or a replacement waits, then sees what this one settled.
+SELECT r.voucher_id, r.partner_code, r.currency, r.total_amount, r.voucher_date
+FROM (SELECT DISTINCT k.voucher_id FROM unnest($3::text[]) AS k(voucher_id) ORDER BY 1) k
+CROSS JOIN LATERAL (SELECT * FROM voucher WHERE voucher_id = k.voucher_id AND tenant_id = $1 OFFSET 0) r
+WHERE r.form = $2 AND NOT r.deleted
+FOR NO KEY UPDATE OF r;
+
+-- name: settlement_settled
+-- What the stored settlements of the invoices $3 take off each in its currency, other than those of the
+-- vouchers $5 of form $4 (which the batch replaces). Run after settlement_lock_invoices, as a statement of
+-- its own, so that it sees what a voucher it waited for committed.
+SELECT k.invoice_id, sum(COALESCE(a.invoice_amount, a.amount)) AS settled
+FROM unnest($3::text[]) AS k(invoice_id)
+CROSS JOIN LATERAL (SELECT * FROM voucher_allocation a WHERE a.tenant_id = $1 AND a.invoice_form = $2
+                    AND a.invoice_id = k.invoice_id OFFSET 0) a
+WHERE NOT (a.form = $4 AND a.voucher_id = ANY($5::text[]))
+GROUP BY k.invoice_id;
+
+-- name: settlement_invoice_lines
+-- The invoice lines ($3 invoice, $4 line number) that returns cite: item, unit, quantity sold, and what the
+-- stored returns other than the vouchers $6 of form $5 took back of each.
+SELECT k.invoice_id, k.line_no, l.item_code, l.uom, l.quantity, COALESCE(s.returned, 0) AS returned
+FROM unnest($3::text[], $4::integer[]) AS k(invoice_id, line_no)
+CROSS JOIN LATERAL (SELECT l.item_code, l.uom, l.quantity FROM voucher_line l WHERE l.tenant_id = $1
+                    AND l.form = $2 AND l.voucher_id = k.invoice_id AND l.line_no = k.line_no OFFSET 0) l
+CROSS JOIN LATERAL (SELECT sum(a.quantity) AS returned FROM voucher_allocation a
+                    WHERE a.tenant_id = $1 AND a.invoice_form = $2 AND a.invoice_id = k.invoice_id
+                      AND a.invoice_line = k.line_no AND NOT (a.form = $5 AND a.voucher_id = ANY($6::text[]))
+                    OFFSET 0) s;
+
+-- name: settlement_invoice_guard
+-- The stored live invoices among $3 that vouchers settle: partner, currency, what is settled in the
+-- invoice's currency, by whom, and the quantities returned per invoice line. The batch's vouchers are
+-- locked first (voucher_lock), so what a settling voucher it waited for committed is seen.
+SELECT r.voucher_id, r.partner_code, r.currency, a.settled, a.settled_by,
+       (SELECT jsonb_object_agg(x.invoice_line, x.quantity)
+        FROM (SELECT s.invoice_line, sum(s.quantity) AS quantity FROM voucher_allocation s
+              WHERE s.tenant_id = $1 AND s.invoice_form = $2 AND s.invoice_id = r.voucher_id
+                AND s.invoice_line IS NOT NULL
+              GROUP BY s.invoice_line) x) AS returned
+FROM unnest($3::text[]) AS k(voucher_id)
+CROSS JOIN LATERAL (SELECT * FROM voucher WHERE voucher_id = k.voucher_id AND tenant_id = $1 OFFSET 0) r
+CROSS JOIN LATERAL (SELECT sum(COALESCE(a.invoice_amount, a.amount)) AS settled,
+                           array_agg(DISTINCT a.form || ' ''' || a.voucher_id || '''') AS settled_by
+                    FROM voucher_allocation a
+                    WHERE a.tenant_id = $1 AND a.invoice_form = $2 AND a.invoice_id = k.voucher_id OFFSET 0) a
+WHERE r.form = $2 AND NOT r.deleted AND a.settled IS NOT NULL;

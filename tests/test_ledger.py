@@ -4,9 +4,11 @@ Purchases  P1 2026-01-10  NCC1  IT1 10 x 100 = 1000 at K1, VAT 100            ->
            P2 2026-01-20  NCC1  IT1 10 x 130 = 1300 at K1, VAT 130            -> Dr 156 1300, Dr 1331 130, Cr 331 1430
 Sale       S1 2026-02-05  KH1   IT1 4 x 200 = 800 (VAT 80), SV1 1 x 500 (VAT 50), due 02-15
                                                      -> Dr 131 1430, Cr 5111 1300, Cr 33311 130; stock IT1 K1 -4
+                                                        cost: 4 x 2300 / 20 = 460 -> Dr 632 460, Cr 156 460
 Sale       S2 2026-03-01  KH2   USD at 25,000: IT1 1 x 10.00 (VAT 1.00), due 03-31
                                                      -> Dr 131 275000, Cr 5111 250000, Cr 33311 25000; stock IT1 K1 -1
-Transfer   T1 2026-03-02  IT1 5 from K1 to K2
+                                                        cost: 1 x 1840 / 16 = 115 -> Dr 632 115, Cr 156 115
+Transfer   T1 2026-03-02  IT1 5 from K1 to K2           cost 5 x 1725 / 15 = 575 moves from K1 to K2 (no entry)
 Receipt    R1 2026-03-10  KH1   1000 into 1111 from 131, allocated to S1        -> Dr 1111 1000, Cr 131 1000
 Journal    J1 2026-03-31  Dr 33311 130, Cr 1331 130
 SV1 is a service (StockTracked 0): it posts revenue but never moves stock.
@@ -116,10 +118,11 @@ async def test_trial_balance_matches_the_hand_computed_ledger(ledger: LedgerApi)
         "1111": (0, 1000, 0, 1000),
         "131": (1430, 275000, 1000, 275430),
         "1331": (230, 0, 130, 100),
-        "156": (2300, 0, 0, 2300),
+        "156": (1840, 0, 115, 1725),
         "331": (-2530, 0, 0, -2530),
         "33311": (-130, 130, 25000, -25000),
         "5111": (-1300, 0, 250000, -251300),
+        "632": (460, 115, 0, 575),
     }
     assert sum(c for *_, c in got.values()) == 0
     assert by(body["data"], "AccountCode")["5111"]["AccountName"] == "Revenue"
@@ -180,10 +183,12 @@ async def test_sales_summary_by_period_item_and_customer(ledger: LedgerApi) -> N
 async def test_replacing_or_cancelling_a_voucher_replaces_its_postings(ledger: LedgerApi,
                                                                      db: asyncpg.Connection) -> None:
     smaller = sale("S1", "2026-02-05", "KH1", [sale_line(1, "IT1", 4, 200)], DueDate="2026-02-15")
+    await ledger.send("setCashReceipt", [receipt(1000, 880)])  # an invoice is not reduced below what is allocated
     await ledger.send("setSaleInvoice", [smaller])
     entries = await db.fetch("SELECT account_code, debit, credit FROM gl_entry WHERE voucher_id = 'S1'"
-                             " ORDER BY entry_no")
-    assert [tuple(r) for r in entries] == [("131", 800, 0), ("5111", 0, 800), ("131", 80, 0), ("33311", 0, 80)]
+                             " ORDER BY source DESC, entry_no")
+    assert [tuple(r) for r in entries] == [("131", 800, 0), ("5111", 0, 800), ("131", 80, 0), ("33311", 0, 80),
+                                           ("632", 460, 0), ("156", 0, 460)]
     await ledger.send("setSaleInvoice", [{"VoucherId": "S2", "Status": "0"}])
     assert await db.fetchval("SELECT count(*) FROM gl_entry WHERE voucher_id = 'S2'") == 0
     assert await db.fetchval("SELECT count(*) FROM stock_move WHERE voucher_id = 'S2'") == 0

@@ -20,9 +20,11 @@ from gateway import reports
 
 BIG_TABLES = ("voucher", "voucher_line", "gl_entry", "stock_move", "voucher_allocation")
 BIG, SMALL = 1000, 1001
-# What a table read once per row of another must be looked up by, besides the tenant.
-ROW_KEYS = {"voucher": "voucher_id", "voucher_line": "voucher_id", "voucher_allocation": "invoice_id",
-            "gl_entry": "voucher_id", "stock_move": "voucher_id"}
+# What a table read once per row of another must be looked up by, besides the tenant (an allocation by its
+# invoice or by the voucher that settles it).
+ROW_KEYS = {"voucher": ("voucher_id",), "voucher_line": ("voucher_id",),
+            "voucher_allocation": ("invoice_id", "voucher_id"), "gl_entry": ("voucher_id",),
+            "stock_move": ("voucher_id",)}
 
 _FORM = ("CASE v % 10 WHEN 0 THEN 'setSaleReturn' WHEN 1 THEN 'setCashReceipt'"
          " WHEN 2 THEN 'setPurchaseInvoice' ELSE 'setSaleInvoice' END")
@@ -125,7 +127,7 @@ async def test_a_small_tenants_reports_read_the_big_tables_by_tenant_and_key(tab
                 assert "tenant_id" in cond, where
                 if scan.get("Actual Loops", 0) > 1:
                     # Read again for every row of another table: only by that row's key.
-                    assert ROW_KEYS[table] in cond, f"{where}: {cond}"
+                    assert any(key in cond for key in ROW_KEYS[table]), f"{where}: {cond}"
         # The small tenant's hundred vouchers and their rows, each looked up a few times: far under the big
         # tenant's size.
         assert read < big_pages // 3, (name, body, read, big_pages)

@@ -13,9 +13,10 @@ Cash in    C1 2026-06-15  KH1  400,000 into 1111 from 131, pays part of S1  -> C
 Stock of IT1 from 2026-06-01 to 2026-06-30, in PCS:
   K1: opening 120 - 10 = 110; in 120 (R2); out 48 (S1) + 24 (T1) = 72; closing 110 + 120 - 72 = 158
   K2: opening 0; in 24 (T1); out 0; closing 24
-  Average cost of the priced inflows up to 06-30: (1,200,000 + 1,440,000) / (120 + 120) = 11,000 a PCS,
-  so K1 is worth 158 x 11,000 = 1,738,000 and K2 24 x 11,000 = 264,000.
-  At 2026-05-31: K1 110 PCS at 10,000 (R1 only) = 1,100,000.
+  At moving average cost: R1 1,200,000; S2 takes 10 x 10,000 = 100,000 (110 left, 1,100,000); R2 brings
+  1,440,000 (230, 2,540,000); S1 takes 48 x 2,540,000 / 230 = 530,087 (182, 2,009,913); T1 moves
+  24 x 2,009,913 / 182 = 265,043 to K2. So K1 is worth 1,744,870 (11,043.4810 a PCS) and K2 265,043
+  (11,043.4583). At 2026-05-31: K1 110 PCS at 10,000 = 1,100,000.
 Receivable (131) from 2026-06-01 to 2026-06-30:
   KH1: opening 0; debit 660,000; credit 400,000; closing 260,000
   KH2: opening 165,000 - 65,000 = 100,000; no movement; closing 100,000
@@ -146,8 +147,8 @@ async def test_a_receipt_in_cartons_is_stocked_in_pieces_at_the_cost_of_a_piece(
 async def test_fast_shaped_get_stock_gives_opening_in_out_and_closing_in_base_units(
         ledger: ReportApi) -> None:
     body = await ledger.report("getStock", Id="IT1", dateFrom="2026-06-01", dateTo="2026-06-30")
-    assert stock_rows(body) == [("IT1", "K1", 110, 120, 72, 158, 11_000, 1_738_000),
-                                ("IT1", "K2", 0, 24, 0, 24, 11_000, 264_000)]
+    assert stock_rows(body) == [("IT1", "K1", 110, 120, 72, 158, D("11043.4810"), 1_744_870),
+                                ("IT1", "K2", 0, 24, 0, 24, D("11043.4583"), 265_043)]
     assert list(body["data"][0]) == ["ItemCode", "ItemName", "Uom", "SiteCode", "OpeningQuantity",
                                      "QuantityIn", "QuantityOut", "Quantity", "UnitCost", "Value"]
     assert (body["data"][0]["ItemName"], body["data"][0]["Uom"]) == ("Widget", "PCS")
@@ -163,8 +164,9 @@ async def test_get_stock_lists_a_site_emptied_within_the_period(ledger: ReportAp
     await ledger.voucher("setStockTransfer", {**T1, "VoucherId": "T2", "VoucherDate": "2026-06-20",
                                               "detail": [back]})
     body = await ledger.report("getStock", Id="IT1", dateFrom="2026-06-01", dateTo="2026-06-30")
-    assert stock_rows(body) == [("IT1", "K1", 110, 144, 72, 182, 11_000, 2_002_000),
-                                ("IT1", "K2", 0, 24, 24, 0, 11_000, 0)]
+    # T2 takes the last 24 at K2, so all of its 265,043 goes back to K1: 182 there, 2,009,913.
+    assert stock_rows(body) == [("IT1", "K1", 110, 144, 72, 182, D("11043.4780"), 2_009_913),
+                                ("IT1", "K2", 0, 24, 24, 0, None, 0)]
     # On hand only: an empty site is not listed.
     assert [r["SiteCode"] for r in (await ledger.report("getStock", dateTo="2026-06-30"))["data"]] == ["K1"]
 

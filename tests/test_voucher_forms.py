@@ -43,8 +43,8 @@ async def fapi(vapi: VoucherApi) -> VoucherApi:  # noqa: F811
                         {"AccountCode": "642", "AccountName": "Admin expenses", "AccountType": "expense"}]),
     ):
         assert (await vapi.sync(form, data)).status_code == 200, form
-    # The invoices that the cash samples' allocations pay must exist.
-    for name, vid in (("setSaleInvoice", "SI-PAID"), ("setPurchaseInvoice", "PI-PAID")):
+    # The invoices that the cash samples' allocations pay, and the one the return sample cites, must exist.
+    for name, vid in (("setSaleInvoice", "SI-PAID"), ("setPurchaseInvoice", "PI-PAID"), ("setSaleInvoice", "SI-RET")):
         assert (await vapi.voucher(name, [{**SAMPLES[name], "VoucherId": vid}])).status_code == 200, name
     return vapi
 
@@ -84,7 +84,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "setSaleReturn": {
         "VoucherId": "SR-1", "VoucherDate": "2026-03-20", "CustomerCode": "KH1", "TotalQuantity": 3,
         "TotalNetAmount": 200_000, "TotalDiscountAmount": 0, "TotalTaxAmount": 10_000, "TotalAmount": 210_000,
-        "detail": [taxed(1, "IT1", 1, 100_000, SaleInvId="SI-1", SaleInvRefNumber=1, **A1),
+        # A return cites a live invoice of its customer (the fixture's SI-RET, a copy of SI-1).
+        "detail": [taxed(1, "IT1", 1, 100_000, SaleInvId="SI-RET", SaleInvRefNumber=1, **A1),
                    taxed(2, "IT2", 2, 50_000, rate=0, **A2)]},
     "setReceipt": {
         "VoucherId": "PN-1", "VoucherDate": "2026-03-02", "VoucherNumber": "PN0001", "CustomerCode": "KH1",

@@ -179,10 +179,10 @@ async def test_partial_mode_writes_the_good_vouchers(vapi: VoucherApi, db: async
     assert [r["voucher_id"] for r in await db.fetch("SELECT voucher_id FROM voucher")] == ["INV-1"]
 
 
-async def test_totals_follow_the_currency_rounding(vapi: VoucherApi) -> None:
+async def test_totals_are_exact_in_the_currencys_decimals(vapi: VoucherApi) -> None:
     lines = [line(1, qty=1, price=0, rate=0), line(2, qty=1, price=0, rate=0)]
-    lines[0].update(Amount=Decimal("5.004"), TotalAmount=Decimal("5.004"))
-    lines[1].update(Amount=Decimal("5.001"), TotalAmount=Decimal("5.001"))
+    lines[0].update(Amount=Decimal("5.00"), TotalAmount=Decimal("5.00"))
+    lines[1].update(Amount=Decimal("5.01"), TotalAmount=Decimal("5.01"))
     ok = invoice("USD-1", *lines, Currency="USD", ExchangeRate=25_000, TotalNetAmount=Decimal("10.01"),
                  TotalAmount=Decimal("10.01"))
     resp = await vapi.client.post("/api/SyncVoucher", headers={"Authorization": vapi.token},
@@ -192,6 +192,12 @@ async def test_totals_follow_the_currency_rounding(vapi: VoucherApi) -> None:
     resp = await vapi.client.post("/api/SyncVoucher", headers={"Authorization": vapi.token},
                                   content=_json({"form": "setSaleInvoice", "data": [off]}))
     assert assert_envelope(resp)["errors"][0]["path"] == "/TotalAmount"
+    # A cent's fraction is not a USD amount (tests/test_line_checks.py checks every amount field).
+    finer = copy.deepcopy(dict(ok, VoucherId="USD-3"))
+    finer["detail"][0].update(Amount=Decimal("5.004"), TotalAmount=Decimal("5.004"))
+    resp = await vapi.client.post("/api/SyncVoucher", headers={"Authorization": vapi.token},
+                                  content=_json({"form": "setSaleInvoice", "data": [finer]}))
+    assert "/detail/0/Amount" in {e["path"] for e in assert_envelope(resp)["errors"]}
 
 
 def _json(value: Any) -> bytes:
