@@ -40,7 +40,7 @@ import httpx
 import msgspec
 import psutil
 
-from gateway.query import STREAM_SETTINGS
+from gateway.db import QUERIES
 
 from . import data
 from .harness import finish, new_report, serve, set_up
@@ -247,7 +247,7 @@ async def bare_read(url: str) -> dict[str, Any]:
         rows = nbytes = 0
         started = time.perf_counter()
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            await conn.execute(STREAM_SETTINGS)
+            await conn.execute(QUERIES["pull_stream_settings"])
             cursor = await conn.cursor(sql, *params)
             while batch := await cursor.fetch(chunk):
                 nbytes += len(encoder.encode(list(itertools.starmap(row_type, batch))))
@@ -264,7 +264,7 @@ async def table_state(url: str) -> dict[str, Any]:
         sql, params, _, _ = await _stream_query(conn)
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             plain = [r[0] for r in await conn.fetch(f"EXPLAIN {sql}", *params)]
-            await conn.execute(STREAM_SETTINGS)
+            await conn.execute(QUERIES["pull_stream_settings"])
             plan = [r[0] for r in await conn.fetch(f"EXPLAIN {sql}", *params)]
         stats = await conn.fetchrow(
             "SELECT c.reltuples::bigint AS reltuples, c.relpages, s.last_analyze, s.last_autoanalyze,"

@@ -19,6 +19,7 @@ import msgspec
 import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -27,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import auth, feed, idempotency, sync
 from .body import check_shape, nul_path, too_deep
 from .config import Settings
-from .db import create_pool, database_url
+from .db import QUERIES, create_pool, database_url
 from .errors import (
     BadRequest,
     Forbidden,
@@ -47,6 +48,14 @@ log = structlog.get_logger("gateway")
 # JSON numbers become Decimal, so amounts never pass through a binary float.
 _decoder = msgspec.json.Decoder(float_hook=Decimal)
 _REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+# CORS, for the origins of GATEWAY_CORS_ORIGINS only: what a page there may send (the headers the gateway
+# reads) and read (the headers it answers with). No credentials: the token travels in the Authorization
+# header, never in a cookie.
+CORS_METHODS = ("POST", "GET")  # the API; /healthz and /readyz
+CORS_REQUEST_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID")
+CORS_EXPOSED_HEADERS = ("X-Request-ID", "Retry-After", "Idempotent-Replayed")
+CORS_MAX_AGE = 600  # seconds a browser may keep a preflight's answer
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -218,7 +227,7 @@ async def readyz(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     try:
         async with gw.require_pool().acquire(timeout=2) as conn:
-            await conn.fetchval("SELECT 1", timeout=2)
+            await conn.fetchval(QUERIES["ready_ping"], timeout=2)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
         raise ServiceUnavailable(f"Database unreachable: {type(exc).__name__}") from None
     return success("OK", status="ready")
@@ -357,6 +366,12 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     # Added first, so innermost: RequestContext, outermost, then logs the status of the rendered error.
     app.add_middleware(ErrorEnvelope, rest_statuses=settings.rest_statuses)
     app.add_middleware(CanonicalPath, paths=[route.path for route in routes])
+    if settings.cors_origins:
+        # Outside ErrorEnvelope, so that error answers carry the CORS headers too; it answers preflights
+        # itself, before any token is looked at, and RequestContext gives them a request id and a log line.
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=CORS_METHODS,
+                           allow_headers=CORS_REQUEST_HEADERS, expose_headers=CORS_EXPOSED_HEADERS,
+                           allow_credentials=False, max_age=CORS_MAX_AGE)
     app.add_middleware(RequestContext)
     return app
 

@@ -79,7 +79,7 @@ async def ensure_demo(conn: asyncpg.Connection, registry: Registry | None = None
     registry = registry or _registry()
     await tenants.stage(conn, registry)
     async with conn.transaction():
-        await conn.execute("LOCK TABLE tenant IN EXCLUSIVE MODE")
+        await conn.execute(QUERIES["tenant_lock_table"])
         if await conn.fetchval(QUERIES["tenant_count"]):
             return None
         tenant_id = await tenants.create_tenant(conn, registry, "demo", "Demo tenant")

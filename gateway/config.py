@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS_DIR = PROJECT_ROOT / "schemas"
@@ -53,6 +56,54 @@ def _bool(env: dict[str, str], name: str) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+_HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def cors_origin(raw: str, name: str = "GATEWAY_CORS_ORIGINS") -> str:
+    """`raw` if it is one origin written exactly as a browser sends it in its Origin header, else ConfigError.
+
+    The allow-list is compared character for character with that header, so a spelling a browser never sends
+    (upper case, a default port, a trailing slash) would allow nobody: it is refused, naming the spelling to
+    use. `*` and `null` are refused: the list names each origin that may call the API.
+    """
+    if raw == "*":
+        raise ConfigError(f"{name}: '*' is not accepted; list each origin that may call the API, "
+                          "e.g. https://pos.example.com")
+    if raw.lower() == "null":
+        raise ConfigError(f"{name}: 'null' is not accepted: it is the origin of sandboxed pages and local files, "
+                          "which any page can take on")
+    shape = f"{name}: {raw!r} is not an origin; write scheme://host[:port], e.g. https://pos.example.com"
+    if not raw.isascii():
+        raise ConfigError(f"{shape}; an internationalised host name goes in its xn-- form")
+    parts = urlsplit(raw)
+    scheme = parts.scheme.lower()
+    if (scheme not in _DEFAULT_PORTS or not parts.netloc or "@" in parts.netloc or not raw.isprintable()
+            or " " in raw):
+        raise ConfigError(shape)
+    host = parts.hostname or ""
+    try:
+        port = parts.port
+        if port == 0:
+            raise ValueError(port)
+        if parts.netloc.startswith("["):
+            host = f"[{ipaddress.IPv6Address(host).compressed}]"
+        elif not all(_HOST_LABEL.fullmatch(label) for label in host.split(".")):
+            raise ValueError(host)
+    except ValueError:
+        raise ConfigError(shape) from None
+    canonical = f"{scheme}://{host}" + ("" if port in (None, _DEFAULT_PORTS[scheme]) else f":{port}")
+    if canonical != raw:
+        raise ConfigError(f"{name}: {raw!r} is not an origin as a browser sends it; write {canonical!r}")
+    return raw
+
+
+def _origins(env: dict[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of origins; empty items and repeats are left out."""
+    items = (item.strip() for item in (env.get(name) or "").split(","))
+    return tuple(dict.fromkeys(cors_origin(item, name) for item in items if item))
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -72,7 +123,13 @@ class Settings:
     # Fast answers its body codes 201, 202 and 601 with HTTP 200; operators who want REST statuses get
     # 404, 400 and 422 for them instead.
     rest_statuses: bool = False
+    # Origins whose browser pages may call the API (CORS); none: CORS is off.
+    cors_origins: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for origin in self.cors_origins:  # settings built in code are checked as those read from the environment
+            cors_origin(origin, "cors_origins")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -95,6 +152,7 @@ class Settings:
             max_records=_int(env, "GATEWAY_MAX_RECORDS", 10_000),
             log_level=(env.get("GATEWAY_LOG_LEVEL") or "INFO").upper(),
             rest_statuses=_bool(env, "GATEWAY_REST_STATUSES"),
+            cors_origins=_origins(env, "GATEWAY_CORS_ORIGINS"),
         )
 
     def resolved_secret(self) -> str:

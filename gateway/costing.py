@@ -25,7 +25,8 @@ from typing import Any
 
 import asyncpg
 
-from .posting import ROLE_DEFAULTS, by_keys
+from .db import QUERIES
+from .posting import ROLE_DEFAULTS
 
 # What becomes of an outflow beyond the stock on hand (tenant.negative_stock): refused (the default) or costed
 # at the last average (tills that sell before the goods are received).
@@ -38,103 +39,11 @@ Position = tuple[dt.date, int, str, str, int]
 FIRST: Position = (dt.date.min, -1, "", "", -(2**31))
 # Significant digits of the running sums: any sum of bounded amounts and quantities stays exact.
 _DIGITS = 200
-# Cost entries of a movement: entry_no move_no x 4 - 3 .. move_no x 4 (its cost, then its write-off).
+# Cost entries of a movement: entry_no move_no x 4 - 3 .. move_no x 4 (its cost, then its write-off), as
+# sql/queries.sql costing_replace_entries writes it out.
 _SLOTS = 4
 
-_COLUMNS = ("form, voucher_id, move_no, move_date, day_order, item_code, site_code, qty_in, qty_out, value_in,"
-            " line_no, basis, counter, ref_voucher_id, ref_line, job_code, dept_code, cost, writeoff, qty_after,"
-            " value_after")
-# The stored movements of the vouchers $3 (tenant $1, form $2), by primary key.
-STORED_MOVES = (f"SELECT voucher_id, item_code, move_date, day_order, form, move_no FROM ({by_keys('stock_move')}) s")
-# The items ($2) locked for costing, in a fixed order so that two writers cannot deadlock on them: two
-# transactions costing one item's movements must not interleave (each would value from a state without the
-# other's movements). One key of 64 bits per tenant and item (a hash; two sharing a key only wait for each other).
-LOCK_ITEMS = ("SELECT pg_advisory_xact_lock(hashtextextended('stock_move ' || $1::integer || ' ' || k.item, 0))"
-              " FROM (SELECT item FROM unnest($2::text[]) AS u(item) ORDER BY 1 OFFSET 0) k")
-# Each item's ($2) movements from its start position ($3 ... $7) on, in costing order, through stock_move_order.
-MOVES_FROM = f"""
-SELECT m.ctid, {', '.join('m.' + c.strip() for c in _COLUMNS.split(','))}
-FROM unnest($2::text[], $3::date[], $4::integer[], $5::text[], $6::text[], $7::integer[])
-     AS k(item_code, move_date, day_order, form, voucher_id, move_no)
-CROSS JOIN LATERAL (SELECT ctid, * FROM stock_move s WHERE s.tenant_id = $1 AND s.item_code = k.item_code
-                    AND (s.move_date, s.day_order, s.form, s.voucher_id, s.move_no)
-                        >= (k.move_date, k.day_order, k.form, k.voucher_id, k.move_no)
-                    OFFSET 0) m
-ORDER BY m.item_code, m.move_date, m.day_order, m.form, m.voucher_id, m.move_no
-"""
-# Per item and site ($2, $3), the running state of the last movement before a position ($4 ... $8), through
-# stock_move_site_order: the state the pass starts from.
-STATE_BEFORE = """
-SELECT k.item_code, k.site_code, s.qty_after, s.value_after
-FROM unnest($2::text[], $3::text[], $4::date[], $5::integer[], $6::text[], $7::text[], $8::integer[])
-     AS k(item_code, site_code, move_date, day_order, form, voucher_id, move_no)
-CROSS JOIN LATERAL (SELECT qty_after, value_after FROM stock_move s
-                    WHERE s.tenant_id = $1 AND s.item_code = k.item_code AND s.site_code = k.site_code
-                      AND (s.move_date, s.day_order, s.form, s.voucher_id, s.move_no)
-                          < (k.move_date, k.day_order, k.form, k.voucher_id, k.move_no)
-                    ORDER BY s.move_date DESC, s.day_order DESC, s.form DESC, s.voucher_id DESC, s.move_no DESC
-                    LIMIT 1) s
-"""
-# The outflows ($2 form, $3 voucher, $4 line or NULL: the first of $5 item) that returns and transfers outside
-# the pass cite, by primary key: their quantity and cost.
-CITED = """
-SELECT k.form, k.voucher_id, k.line_no, k.item_code, s.qty_out, s.cost
-FROM unnest($2::text[], $3::text[], $4::integer[], $5::text[]) AS k(form, voucher_id, line_no, item_code)
-CROSS JOIN LATERAL (SELECT qty_out, cost FROM stock_move s
-                    WHERE s.tenant_id = $1 AND s.form = k.form AND s.voucher_id = k.voucher_id
-                      AND s.item_code = k.item_code AND s.qty_out <> 0
-                      AND (k.line_no IS NULL OR s.line_no = k.line_no)
-                    ORDER BY s.move_no LIMIT 1) s
-"""
-SETTINGS = """
-SELECT t.negative_stock,
-       COALESCE((SELECT c.decimal_places FROM currency c WHERE c.tenant_id = t.id
-                 AND c.currency_code = t.base_currency), 2) AS places,
-       (SELECT COALESCE(jsonb_object_agg(pa.role, pa.account_code), '{}') FROM posting_account pa
-        WHERE pa.tenant_id = t.id AND pa.role = ANY($2::text[])) AS accounts
-FROM tenant t WHERE t.id = $1
-"""
-# Costs and running states written back to the rows the pass read ($2: their ctids), amounts as text, read
-# exactly by PostgreSQL; the rows written are returned. By ctid (a TID scan of `ctid = ANY`, joined to the
-# values after): joined on the primary key or on ctid alone, the planner, guessing at a never-analysed table,
-# read all the tenant's movements and hashed them. The ctids cannot go stale: a movement is updated or removed
-# only under its item's lock (see lock_items).
-UPDATE_MOVES = """
-UPDATE stock_move s SET cost = u.cost::numeric, writeoff = u.writeoff::numeric, qty_after = u.qty_after::numeric,
-                        value_after = u.value_after::numeric
-FROM unnest($2::tid[], $3::text[], $4::text[], $5::text[], $6::text[]) AS u(row, cost, writeoff, qty_after,
-                                                                           value_after)
-WHERE s.ctid = ANY($2::tid[]) AND s.ctid = u.row AND s.tenant_id = $1
-RETURNING u.row
-"""
-# The cost entries of the movements $2 ... $4 replaced by $5 ...: the old ones found through the primary key
-# (ctid, as gateway/posting.py UNPOST does) and deleted before the new ones go in (the one-time filter on
-# `gone` runs the delete to its end first).
-REPLACE_ENTRIES = f"""
-WITH gone AS (
-    DELETE FROM gl_entry WHERE ctid = ANY(ARRAY(
-        SELECT r.ctid FROM unnest($2::text[], $3::text[], $4::integer[]) AS k(form, voucher_id, move_no)
-        CROSS JOIN LATERAL (SELECT ctid FROM gl_entry WHERE tenant_id = $1 AND form = k.form
-                            AND voucher_id = k.voucher_id AND source = 'cost'
-                            AND entry_no BETWEEN k.move_no * {_SLOTS} - {_SLOTS - 1} AND k.move_no * {_SLOTS}
-                            OFFSET 0) r))
-    RETURNING 1)
-INSERT INTO gl_entry (tenant_id, form, voucher_id, source, entry_no, entry_date, account_code, debit, credit,
-                      job_code, dept_code)
-SELECT $1, u.form, u.voucher_id, 'cost', u.entry_no, u.entry_date, u.account_code, u.debit::numeric,
-       u.credit::numeric, u.job_code, u.dept_code
-FROM unnest($5::text[], $6::text[], $7::integer[], $8::date[], $9::text[], $10::text[], $11::text[], $12::text[],
-            $13::text[]) AS u(form, voucher_id, entry_no, entry_date, account_code, debit, credit, job_code, dept_code)
-WHERE (SELECT count(*) FROM gone) >= 0
-"""
-# Every item the tenant has moved (an administrator's command: it reads all the tenant's movements).
-TENANT_ITEMS = "SELECT DISTINCT item_code FROM stock_move WHERE tenant_id = $1 ORDER BY 1"
-SET_NEGATIVE_STOCK = "UPDATE tenant SET negative_stock = $2 WHERE code = $1 RETURNING id"
-# What a movement adds to the stock's value (negative: takes): its cost in or out, less what it wrote off.
-VALUE_CHANGE = ("CASE WHEN qty_out <> 0 THEN -COALESCE(cost, 0) ELSE COALESCE(cost, 0) END"
-                " - COALESCE(writeoff, 0)")
-# The total stock value of tenant $1 at $2: what every movement up to then added and took.
-STOCK_VALUE = f"SELECT COALESCE(sum({VALUE_CHANGE}), 0) FROM stock_move WHERE tenant_id = $1 AND move_date <= $2"
+# The statements are sql/queries.sql's costing_*.
 
 
 @dataclass(frozen=True)
@@ -177,7 +86,7 @@ def position(row: Mapping[str, Any]) -> Position:
 
 async def stored_moves(conn: asyncpg.Connection, tenant_id: int, form: str, ids: list[str]) -> list[asyncpg.Record]:
     """Where the stored movements of these vouchers stand (read before a write replaces or removes them)."""
-    return await conn.fetch(STORED_MOVES, tenant_id, form, ids) if ids else []
+    return await conn.fetch(QUERIES["costing_stored_moves"], tenant_id, form, ids) if ids else []
 
 
 async def stored_moves_locked(conn: asyncpg.Connection, tenant_id: int, form: str,
@@ -198,13 +107,13 @@ async def lock_items(conn: asyncpg.Connection, tenant_id: int, items: Iterable[s
     """Take the costing locks of these items (held to the commit).
 
     Costing updates the movements of other vouchers, and a write removes its vouchers' old movements by ctid
-    (gateway/posting.py UNPOST): a write that replaces or cancels vouchers takes the locks of their stored
+    (sql/queries.sql voucher_unpost): a write that replaces or cancels vouchers takes the locks of their stored
     movements' items before it starts, so that no costing pass updates those rows under it. The items of new
     movements are locked after the write (recost): a write waiting for a voucher's row that another request
     holds then holds no item's lock meanwhile, and the item's other writers go on."""
     wanted = sorted(set(items))
     if wanted:
-        await conn.execute(LOCK_ITEMS, tenant_id, wanted)
+        await conn.execute(QUERIES["costing_lock_items"], tenant_id, wanted)
 
 
 @dataclass
@@ -321,11 +230,12 @@ async def _read(conn: asyncpg.Connection, tenant_id: int, work: _Pass, starts: d
     before costing existed), which must be valued from their first movement."""
     items = sorted(starts)
     cols = list(zip(*(starts[i] for i in items)))
-    work.moves = list(await conn.fetch(MOVES_FROM, tenant_id, items, *cols))
+    work.moves = list(await conn.fetch(QUERIES["costing_moves_from"], tenant_id, items, *cols))
     sites = sorted({(m["item_code"], m["site_code"]) for m in work.moves})
     if sites:
         cols = list(zip(*(starts[i] for i, _ in sites)))
-        rows = await conn.fetch(STATE_BEFORE, tenant_id, [i for i, _ in sites], [s for _, s in sites], *cols)
+        rows = await conn.fetch(QUERIES["costing_state_before"], tenant_id, [i for i, _ in sites],
+                                [s for _, s in sites], *cols)
         for r in rows:
             if r["qty_after"] is None or r["value_after"] is None:
                 if starts[r["item_code"]] != FIRST:
@@ -344,7 +254,7 @@ async def _read_cited(conn: asyncpg.Connection, tenant_id: int, work: _Pass) -> 
     if not wanted:
         return
     forms, ids, lines, items = (list(c) for c in zip(*wanted))
-    for r in await conn.fetch(CITED, tenant_id, forms, ids, lines, items):
+    for r in await conn.fetch(QUERIES["costing_cited"], tenant_id, forms, ids, lines, items):
         if r["cost"] is not None:
             work.cited[(r["form"], r["voucher_id"], r["line_no"], r["item_code"])] = (r["qty_out"], r["cost"])
 
@@ -353,7 +263,8 @@ async def _write(conn: asyncpg.Connection, tenant_id: int, work: _Pass) -> None:
     if not work.changed:
         return
     rows = work.changed
-    written = {r["row"] for r in await conn.fetch(UPDATE_MOVES, tenant_id, [m["ctid"] for m, *_ in rows],
+    written = {r["row"] for r in await conn.fetch(QUERIES["costing_update_moves"], tenant_id,
+                                                  [m["ctid"] for m, *_ in rows],
                                                   *([str(r[i]) for r in rows] for i in range(1, 5)))}
     # Only the entries of movements whose cost or write-off changed; a movement just written has none yet.
     posted = [(m, cost, writeoff) for m, cost, writeoff, _, _ in rows if m["ctid"] in written
@@ -363,8 +274,8 @@ async def _write(conn: asyncpg.Connection, tenant_id: int, work: _Pass) -> None:
     if not stale and not entries:
         return
     await conn.execute(
-        REPLACE_ENTRIES, tenant_id, [m["form"] for m in stale], [m["voucher_id"] for m in stale],
-        [m["move_no"] for m in stale],
+        QUERIES["costing_replace_entries"], tenant_id, [m["form"] for m in stale],
+        [m["voucher_id"] for m in stale], [m["move_no"] for m in stale],
         [m["form"] for m, *_ in entries], [m["voucher_id"] for m, *_ in entries], [e[1] for e in entries],
         [m["move_date"] for m, *_ in entries], [e[2] for e in entries], [str(e[3]) for e in entries],
         [str(e[4]) for e in entries], [m["job_code"] for m, *_ in entries], [m["dept_code"] for m, *_ in entries])
@@ -410,7 +321,7 @@ async def recost(conn: asyncpg.Connection, tenant_id: int, form: str, changed: I
         return []
     starts = {item: min(p for p, _ in places) for item, places in touched.items()}
     await lock_items(conn, tenant_id, starts)
-    settings = await conn.fetchrow(SETTINGS, tenant_id, sorted(ROLE_DEFAULTS))
+    settings = await conn.fetchrow(QUERIES["costing_settings"], tenant_id, sorted(ROLE_DEFAULTS))
     accounts = _accounts(settings)
     with localcontext(prec=_DIGITS):
         work = _Pass(settings["places"], accounts)
@@ -435,7 +346,7 @@ async def recost_items(conn: asyncpg.Connection, tenant_id: int, items: list[str
     if not starts:
         return 0
     await lock_items(conn, tenant_id, starts)
-    settings = await conn.fetchrow(SETTINGS, tenant_id, sorted(ROLE_DEFAULTS))
+    settings = await conn.fetchrow(QUERIES["costing_settings"], tenant_id, sorted(ROLE_DEFAULTS))
     with localcontext(prec=_DIGITS):
         work = _Pass(settings["places"], _accounts(settings))
         await _read(conn, tenant_id, work, starts)
@@ -450,7 +361,7 @@ async def recost_tenant(conn: asyncpg.Connection, tenant_id: int, chunk: int = 2
 
     For movements posted before costing existed (a write values such an item's history the first time it
     touches it; this does every item at once, so that the stock report values them all)."""
-    items = [r["item_code"] for r in await conn.fetch(TENANT_ITEMS, tenant_id)]
+    items = [r["item_code"] for r in await conn.fetch(QUERIES["costing_tenant_items"], tenant_id)]
     changed = 0
     for start in range(0, len(items), chunk):
         async with conn.transaction():
@@ -460,7 +371,7 @@ async def recost_tenant(conn: asyncpg.Connection, tenant_id: int, chunk: int = 2
 
 async def stock_value(conn: asyncpg.Connection, tenant_id: int, as_of: dt.date) -> Decimal:
     """The tenant's total stock value at a date (base currency): what the inventory account holds then."""
-    value = await conn.fetchval(STOCK_VALUE, tenant_id, as_of)
+    value = await conn.fetchval(QUERIES["costing_stock_value"], tenant_id, as_of)
     return Decimal(value)
 
 
@@ -469,4 +380,4 @@ async def set_negative_stock(conn: asyncpg.Connection, code: str, setting: str) 
     when there is no such tenant. Writes under way keep the setting they read."""
     if setting not in NEGATIVE_STOCK:
         raise ValueError(f"negative stock setting must be one of {', '.join(NEGATIVE_STOCK)}")
-    return await conn.fetchval(SET_NEGATIVE_STOCK, code, setting) is not None
+    return await conn.fetchval(QUERIES["costing_set_negative_stock"], code, setting) is not None

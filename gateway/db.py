@@ -66,26 +66,20 @@ def migration_files() -> list[tuple[str, Path]]:
 async def migrate(conn: asyncpg.Connection) -> list[str]:
     """Apply the numbered migrations not yet applied, each in its own transaction."""
     applied_now: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+    await conn.execute(QUERIES["migration_lock"], _MIGRATION_LOCK)
     try:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version text PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        await conn.execute(QUERIES["migration_table"])
+        done = {r["version"] for r in await conn.fetch(QUERIES["migration_versions"])}
         for version, path in migration_files():
             if version in done:
                 continue
             async with conn.transaction():
                 await conn.execute(path.read_text())
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, path.name
-                )
+                await conn.execute(QUERIES["migration_applied"], version, path.name)
             applied_now.append(path.name)
             log.info("migration_applied", migration=path.name)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+        await conn.execute(QUERIES["migration_unlock"], _MIGRATION_LOCK)
     return applied_now
 
 
@@ -119,7 +113,7 @@ class GatewayConnection(asyncpg.Connection):
         if not self.session_locks:
             return ""
         self.session_locks.clear()
-        return "SELECT pg_advisory_unlock_all()"
+        return QUERIES["session_unlock_all"]
 
 
 async def ensure_stage(conn: Any, name: str, ddl: str) -> None:

@@ -10,7 +10,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from importlib import import_module
 from typing import Any, Protocol
@@ -164,9 +164,12 @@ def compile_validator(schema: dict[str, Any]) -> jsonschema_rs.Draft202012Valida
     return jsonschema_rs.Draft202012Validator(schema, validate_formats=True)
 
 
-@dataclass
+@dataclass(frozen=True)
 class MasterForm:
-    """A catalog synced through SyncData (`set*`) and pulled through GetData (`get*`)."""
+    """A catalog synced through SyncData (`set*`) and pulled through GetData (`get*`).
+
+    Declared in forms/ and never changed: load() compiles a new MasterForm, which the registry serves.
+    """
 
     name: str
     get_name: str
@@ -181,15 +184,16 @@ class MasterForm:
     # and yields (JSON Pointer, message) for what is wrong.
     checks: tuple[Check, ...] = ()
 
-    # Filled by load().
+    # Filled by load(), in the new form it returns (empty in the declaration). The compiled validators and
+    # reader are left out of comparisons: they follow from `schema`, which is compared.
     schema: dict[str, Any] = field(default_factory=dict, repr=False)
     columns: tuple[Column, ...] = field(default=(), repr=False)
-    validator: Any = field(default=None, repr=False)
-    delete_validator: Any = field(default=None, repr=False)
-    reader: Any = field(default=None, repr=False)  # lenient.Reader
+    validator: Any = field(default=None, repr=False, compare=False)
+    delete_validator: Any = field(default=None, repr=False, compare=False)
+    reader: Any = field(default=None, repr=False, compare=False)  # lenient.Reader
     # The record schema applied to a whole `data` list in one call: most requests are all valid and spelled
     # as the catalog spells them, and one call costs less than a call per record.
-    batch_validator: Any = field(default=None, repr=False)
+    batch_validator: Any = field(default=None, repr=False, compare=False)
     # How a record becomes a row: the fields in column order, then (position, default, converter or None)
     # for the columns that have a default or need their values converted.
     row_fields: tuple[str, ...] = field(default=(), repr=False)
@@ -197,20 +201,22 @@ class MasterForm:
     field_map: dict[str, str] = field(default_factory=dict, repr=False)
     by_field: dict[str, Column] = field(default_factory=dict, repr=False)
     sql: dict[str, str] = field(default_factory=dict, repr=False)
-    # The codes among a batch's deletes that live vouchers still use (gateway/references.py); None when no
-    # voucher form refers to this catalog.
+    # The codes among a batch's deletes that live vouchers still use (gateway/references.py, given once every
+    # form is loaded); None when no voucher form refers to this catalog.
     guard_sql: str | None = field(default=None, repr=False)
 
     def load(self) -> MasterForm:
-        self.schema = load_schema(self.schema_name or self.name)
-        if self.schema.get("additionalProperties") is not False:
+        """The form compiled: a new MasterForm with its schema, columns, validators and statements filled in.
+        The declaration is left as written, so loading it again gives an equal form."""
+        schema = load_schema(self.schema_name or self.name)
+        if schema.get("additionalProperties") is not False:
             raise ValueError(f"schema of {self.name} must set additionalProperties: false")
-        props: dict[str, Any] = self.schema["properties"]
-        required = set(self.schema.get("required", ()))
+        props: dict[str, Any] = schema["properties"]
+        required = set(schema.get("required", ()))
         missing_key = [k for k in self.key if k not in required]
         if missing_key:
             raise ValueError(f"{self.name}: key fields {missing_key} must be required in the schema")
-        self.columns = tuple(
+        columns = tuple(
             Column(
                 field=fname,
                 name=str(prop.get("x-column") or snake_case(fname)),
@@ -221,22 +227,10 @@ class MasterForm:
             )
             for fname, prop in props.items()
         )
-        self.by_field = {c.field: c for c in self.columns}
-        self.field_map = {c.field.lower(): c.field for c in self.columns}
-        if len(self.field_map) != len(self.columns):
+        field_map = {c.field.lower(): c.field for c in columns}
+        if len(field_map) != len(columns):
             raise ValueError(f"{self.name}: two fields differ only by case")
-        self.validator = compile_validator(self.schema)
-        self.reader = compile_reader(self.schema, passthrough=("action",))
-        dialect = self.schema.get("$schema", "https://json-schema.org/draft/2020-12/schema")
-        # The record schema embedded as a resource of its own ($id), so references inside it still resolve.
-        self.batch_validator = compile_validator({
-            "$schema": dialect,
-            "type": "array",
-            "items": {**self.schema, "$id": f"urn:gateway:form:{self.name}"},
-        })
-        self.row_fields = tuple(c.field for c in self.columns)
-        self.row_fixes = tuple((i, c.default, c.convert if c.needs_convert else None)
-                               for i, c in enumerate(self.columns) if c.default is not None or c.needs_convert)
+        dialect = schema.get("$schema", "https://json-schema.org/draft/2020-12/schema")
         # A delete needs only the key; the record's other fields may come along and are ignored.
         delete_schema = {
             "$schema": dialect,
@@ -245,9 +239,26 @@ class MasterForm:
             "required": list(self.key),
             "additionalProperties": False,
         }
-        self.delete_validator = compile_validator(delete_schema)
-        self.sql = self._build_sql()
-        return self
+        form = replace(
+            self,
+            schema=schema,
+            columns=columns,
+            by_field={c.field: c for c in columns},
+            field_map=field_map,
+            validator=compile_validator(schema),
+            reader=compile_reader(schema, passthrough=("action",)),
+            # The record schema embedded as a resource of its own ($id), so references inside it still resolve.
+            batch_validator=compile_validator({
+                "$schema": dialect,
+                "type": "array",
+                "items": {**schema, "$id": f"urn:gateway:form:{self.name}"},
+            }),
+            row_fields=tuple(c.field for c in columns),
+            row_fixes=tuple((i, c.default, c.convert if c.needs_convert else None)
+                            for i, c in enumerate(columns) if c.default is not None or c.needs_convert),
+            delete_validator=compile_validator(delete_schema),
+        )
+        return replace(form, sql=form._build_sql())  # the statements read the compiled columns
 
     @property
     def key_columns(self) -> tuple[Column, ...]:
@@ -394,7 +405,9 @@ class Form(Protocol):
 
     def get_names(self) -> tuple[str, ...]: ...
 
-    def load(self) -> Any: ...
+    def load(self) -> Form:
+        """The form compiled for serving, as a new object: the declaration is never changed."""
+        ...
 
     async def pull(self, conn: Any, tenant_id: int, body: dict[str, Any], *, pool: Any = None,
                    cursors: Any = None) -> Any:
@@ -443,14 +456,14 @@ class Registry:
 
 
 def build_registry(module_names: Iterable[str]) -> Registry:
-    """Forms from the modules' FORMS lists, each loaded (a voucher form with its posting rule)."""
-    registry = Registry()
+    """Forms from the modules' FORMS lists, each compiled by load() (a voucher form with its posting rule) into
+    a new object that the registry holds; the declarations in the modules stay as written."""
+    loaded: list[Form] = []
     for module_name in module_names:
         module = import_module(module_name)
-        for form in getattr(module, "FORMS", ()):
-            registry.register(form.load())
-    names = {form.name for form in registry.forms}
-    for form in registry.forms:
+        loaded += [form.load() for form in getattr(module, "FORMS", ())]
+    names = {form.name for form in loaded}
+    for form in loaded:
         paid = getattr(getattr(form, "posting", None), "allocates", None)
         if paid is not None and paid not in names:
             # A rule allocating to a misspelt or unknown form would leave every allocation pointing at
@@ -458,5 +471,7 @@ def build_registry(module_names: Iterable[str]) -> Registry:
             raise ValueError(f"{form.name}: its posting rule allocates to {paid!r}, which is no registered form")
     from .references import attach
 
-    attach(registry.forms)
+    registry = Registry()
+    for form in attach(loaded):
+        registry.register(form)
     return registry

@@ -11,13 +11,16 @@ holds only invoices and payments, and the declared account holds exactly the goo
 invoiced: `not_invoiced_value`, the sub-ledger of the reconciliation, and the report
 getGoodsReceivedNotInvoiced.
 
-The SQL fragments here are shared by the posting rules (forms/postings.py) and the reports, so that what is
-posted and what the sub-ledger counts are one formula.
+The SQL fragments here are shared by the posting rules (forms/postings.py); the sub-ledger's statements
+(sql/queries.sql grni_not_invoiced_value, grni_open_receipts) write the same formulas out, and
+tests/test_grni.py checks that they still do, so that what is posted and what the sub-ledger counts are one
+formula.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import defaultdict
 from decimal import Decimal
 from typing import Any, Protocol
@@ -81,51 +84,12 @@ INVOICED = base_round("l.amount * v.exchange_rate")
 # adjustment of the stock and of the inventory account.
 VARIANCE = f"{INVOICED} - {RELIEF}"
 
-# Per stock-tracked line of the live receipts dated up to $2: what it received (quantity, base value) and what
-# live purchase invoices dated up to $2 invoiced of it (quantity, value relieved, the invoices).
-RECEIPT_LINES = f"""
-SELECT v.partner_code, v.voucher_id, v.voucher_date, l.line_no, l.item_code, l.uom, l.site_code,
-       l.quantity AS received, {base_round('l.amount * v.exchange_rate')} AS value,
-       COALESCE(p.quantity, 0) AS invoiced, COALESCE(p.relieved, 0) AS relieved,
-       COALESCE(p.invoices, '{{}}') AS invoices
-FROM voucher v
-CROSS JOIN LATERAL (SELECT * FROM voucher_line l WHERE l.voucher_id = v.voucher_id AND {same_tenant('l.tenant_id')}
-                    AND l.form = '{RECEIPT_FORM}' OFFSET 0) l
-LEFT JOIN LATERAL (
-    SELECT sum(pl.quantity) AS quantity,
-           sum({relief('pl.quantity', 'l.quantity', 'l.amount', 'v.exchange_rate')}) AS relieved,
-           array_agg(DISTINCT pl.voucher_id) AS invoices
-    FROM (SELECT pl.form, pl.voucher_id, pl.quantity FROM voucher_line pl WHERE pl.receipt_id = l.voucher_id
-          AND pl.receipt_line = l.line_no AND {same_tenant('pl.tenant_id')} OFFSET 0) pl
-    CROSS JOIN LATERAL (SELECT pv.form, pv.voucher_date FROM voucher pv
-                        WHERE pv.voucher_id = pl.voucher_id AND pv.tenant_id = $1 OFFSET 0) pv
-    WHERE pl.form = '{INVOICE_FORM}' AND pv.form = pl.form AND pv.voucher_date <= $2) p ON true
-WHERE v.tenant_id = $1 AND v.form = '{RECEIPT_FORM}' AND NOT v.deleted AND v.voucher_date <= $2
-  AND {STOCK_TRACKED}
-"""
-
-NOT_INVOICED_VALUE = f"SELECT COALESCE(sum(value - relieved), 0) FROM ({RECEIPT_LINES}) r"
-
-OPEN_RECEIPTS = f"""
-SELECT partner_code AS "PartnerCode", sum(value - relieved) AS "Value",
-       jsonb_agg(jsonb_build_object(
-           'ReceiptId', voucher_id, 'VoucherDate', voucher_date, 'RefNumber', line_no, 'ItemCode', item_code,
-           'Uom', uom, 'SiteCode', site_code, 'QuantityReceived', received, 'QuantityInvoiced', invoiced,
-           'QuantityOpen', received - invoiced, 'Value', value, 'ValueInvoiced', relieved,
-           'ValueOpen', value - relieved, 'Invoices', invoices) ORDER BY voucher_date, voucher_id, line_no)
-         AS "Lines"
-FROM ({RECEIPT_LINES}) r
-WHERE received <> invoiced OR value <> relieved
-GROUP BY partner_code
-ORDER BY partner_code
-"""
-
 
 async def not_invoiced_value(conn: asyncpg.Connection, tenant_id: int, as_of: dt.date) -> Decimal:
     """The base-currency value of the goods received and not invoiced at `as_of`: per receipt line, its posted
     value minus what the purchase invoices dated up to then relieved of it. Equal to the balance of the
     goods_received_not_invoiced account at that date, unless other vouchers post to that account."""
-    value: Decimal = await conn.fetchval(NOT_INVOICED_VALUE, tenant_id, as_of)
+    value: Decimal = await conn.fetchval(QUERIES["grni_not_invoiced_value"], tenant_id, as_of)
     return value
 
 
@@ -134,8 +98,18 @@ async def open_receipts(conn: asyncpg.Connection, tenant_id: int, params: dict[s
     from .reports import _date  # the reports' one date rule; imported here as reports lists this form
 
     as_of = _date(params, "dateTo", dt.date.today())
-    rows = [{k: plain(v) for k, v in r.items()} for r in await conn.fetch(OPEN_RECEIPTS, tenant_id, as_of)]
+    records = await conn.fetch(QUERIES["grni_open_receipts"], tenant_id, as_of)
+    rows = [{k: plain(v) for k, v in r.items()} for r in records]
     return {"data": rows, "as_of": as_of}
+
+
+@functools.cache
+def _invoice_rule() -> posting.Posting:
+    """The purchase invoice's posting rule, compiled once (the declaration stays as written)."""
+    # The rule is declared with its form, whose module imports this one.
+    from forms.postings import PURCHASE_INVOICE
+
+    return PURCHASE_INVOICE.build()
 
 
 async def repost_invoices(conn: asyncpg.Connection, tenant_id: int, receipts: list[str]) -> None:
@@ -144,12 +118,8 @@ async def repost_invoices(conn: asyncpg.Connection, tenant_id: int, receipts: li
     ids = sorted({vid for r in await _invoiced(conn, tenant_id, receipts, []) for vid in r["invoices"]})
     if not ids:
         return
-    # The rule is declared with its form, whose module imports this one.
-    from forms.postings import PURCHASE_INVOICE
-
-    rule = PURCHASE_INVOICE if PURCHASE_INVOICE.sql else PURCHASE_INVOICE.build()
     before = await costing.stored_moves(conn, tenant_id, INVOICE_FORM, ids)
-    await posting.repost(conn, rule, tenant_id, INVOICE_FORM, ids)
+    await posting.repost(conn, _invoice_rule(), tenant_id, INVOICE_FORM, ids)
     # Movements of no quantity: they cannot take stock below nothing, so there is no shortfall to answer.
     await costing.recost(conn, tenant_id, INVOICE_FORM, ids, before)
 

@@ -9,11 +9,12 @@ declarations in code, never from a request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import asyncpg
 
+from .db import QUERIES
 from .sqlnames import word
 
 if TYPE_CHECKING:
@@ -210,16 +211,22 @@ def _move_source(rule: int, move: Move) -> str:
 
 @dataclass(frozen=True)
 class Posting:
+    """A rule as declared (forms/postings.py); build() compiles it into a new Posting holding its statements,
+    so that one declaration, shared by the forms that name it, stays as written however often it is built."""
+
     entries: tuple[Entry, ...] = ()
     journal: bool = False  # the lines themselves are the entries (account_code, debit, credit)
     moves: tuple[Move, ...] = ()
     allocates: str | None = None  # the invoice form that the `allocation` sub-table pays
     settles: Settles | None = None  # the invoices it settles (allocations, returns) and the entries that go with it
-    sql: dict[str, str] = field(default_factory=dict, compare=False)
+    # Filled by build(): the CTEs of the posting statement by name, in the order they run (empty as declared).
+    sql: dict[str, str] = field(default_factory=dict, repr=False)
 
     def build(self) -> Posting:
+        """The rule compiled: a new Posting with its statements; the declaration is left as it is."""
+        sql: dict[str, str] = {}
         if self.settles is not None:
-            self.sql.update(self.settles.ctes())  # read by the ledger entries and the allocation rows below
+            sql.update(self.settles.ctes())  # read by the ledger entries and the allocation rows below
         parts = []
         for rule, entry in enumerate(self.entries):
             source = "FROM v" if entry.per_voucher else f"FROM v {_LINES}"
@@ -242,14 +249,14 @@ class Posting:
         if self.settles is not None:
             parts += self.settles.gl_parts(len(self.entries))
         if parts:
-            self.sql["gl"] = _rounded_gl(parts)
+            sql["gl"] = _rounded_gl(parts)
         moves = []
         for rule, move in enumerate(self.moves):
             moves.append(_move_source(rule, move))
         if moves:
             # Written uncosted (cost and running state NULL): gateway/costing.py values them after the write,
             # in order with the item's other movements.
-            self.sql["stock"] = (
+            sql["stock"] = (
                 "INSERT INTO stock_move (tenant_id, form, voucher_id, move_no, move_date, item_code, site_code,"
                 " qty_in, qty_out, value_in, line_no, day_order, basis, counter, ref_voucher_id, ref_line,"
                 " job_code, dept_code)\n"
@@ -261,8 +268,8 @@ class Posting:
                 " declared, counter, ref_voucher_id, ref_line, job_code, dept_code)) y"
             )
         if self.settles is not None:
-            self.sql["allocation"] = self.settles.insert()
-        return self
+            sql["allocation"] = self.settles.insert()
+        return replace(self, sql=sql)
 
     def statement(self, sources: str, lines: str | None = None) -> str | None:
         """One statement writing every posting (and, given `lines`, the lines themselves) from `sources`,
@@ -297,30 +304,14 @@ STORED_VOUCHERS = ("SELECT r.* FROM unnest($3::text[]) AS k(voucher_id) CROSS JO
                    " WHERE r.form = $2")
 
 
-def _delete_by_keys(table: str) -> str:
-    return f"DELETE FROM {word(table)} WHERE ctid = ANY(ARRAY({by_keys(table, 'ctid')}))"
-
-
 # The vouchers' stored rows, as the `v` and `l` sources of a posting statement.
 STORED_SOURCES = f"v AS MATERIALIZED ({STORED_VOUCHERS}),\nl AS MATERIALIZED ({by_keys('voucher_line')})"
-# One statement (data-modifying CTEs) instead of one round trip per table. Rows go by their ctid, found
-# through the primary key; a row deleted here is never updated elsewhere (lines and postings are only
-# inserted and deleted, under the lock of their voucher's row), so the ctid cannot go stale.
-UNPOST = (f"WITH g AS ({_delete_by_keys('gl_entry')}), s AS ({_delete_by_keys('stock_move')})"
-          f" {_delete_by_keys('voucher_allocation')}")
-# The same, with the vouchers' lines.
-UNPOST_WITH_LINES = f"WITH d AS ({_delete_by_keys('voucher_line')}), {UNPOST.removeprefix('WITH ')}"
-# Settings for the writing transaction. Parameters become constants of each plan, so the planner knows how
-# many vouchers and lines a statement handles instead of assuming a handful (a cached generic plan would join
-# them in nested loops); custom planning costs far less than such a loop over a batch of 1,000 lines. Joins
-# are made in the order written: vouchers to their lines (hash or merge join), then each line to its item and unit
-# conversion by primary key. Otherwise a guess about a never-analysed table (say that few items are stock
-# tracked) could put the item scan first and then join every line to every voucher of the batch.
-PLAN_SETTINGS = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL join_collapse_limit = 1"
+# Removing what vouchers posted, and the settings of the writing transaction: sql/queries.sql's
+# voucher_unpost, voucher_unpost_with_lines and voucher_write_settings.
 
 
 async def unpost(conn: asyncpg.Connection, tenant_id: int, form: str, voucher_ids: list[str]) -> None:
-    await conn.execute(UNPOST, tenant_id, form, voucher_ids)
+    await conn.execute(QUERIES["voucher_unpost"], tenant_id, form, voucher_ids)
 
 
 async def repost(conn: asyncpg.Connection, posting: Posting | None, tenant_id: int, form: str,

@@ -44,10 +44,6 @@ MAX_LIMIT = 10_000
 # bound a worker's memory. A document carries its lines, hence fewer of them at a time.
 STREAM_CHUNK_ROWS = 2_000
 STREAM_CHUNK_DOCUMENTS = 250
-# Rows must flow from the first moment, never after a sort of the whole answer: where an index gives the
-# order (the key's always does) it is used, whatever the table's statistics say. On a never-analysed table of
-# a million customers PostgreSQL otherwise planned a sort of all of them before the first row (2-3 s).
-STREAM_SETTINGS = "SET LOCAL enable_sort = off"
 OPERATORS = ("eq", "ne", "in", "gt", "gte", "lt", "lte", "prefix", "contains")
 _COMPARE = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 # Bounds of what one request may ask for. Each value of an `in` list is a bind parameter the worker
@@ -518,7 +514,7 @@ class StreamedPull(StreamingResponse):
         tx = self._conn.transaction(isolation="repeatable_read", readonly=True)
         await tx.start()
         self._tx = tx
-        await self._conn.execute(STREAM_SETTINGS)
+        await self._conn.execute(QUERIES["pull_stream_settings"])
         self._cursor = await self._conn.cursor(self.sql, *self.params)
         self._first = await self._cursor.fetch(self._chunk_rows)
 

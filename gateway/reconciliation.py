@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 
+from .db import QUERIES
 from .posting import ROLE_DEFAULTS
 from .responses import plain
 
@@ -56,28 +57,12 @@ CONTROLS: tuple[tuple[str, int, Subledger], ...] = (
     ("goods_received_not_invoiced", -1, _not_invoiced),
 )
 
-# The role's account (the tenant's own, else the default) and its balance at the date, one role per row. The
-# balance sums the account's entries through gl_entry_account (tenant, account, date), one lateral lookup per
-# role that the planner cannot flatten (OFFSET 0), as the other reports look up their master rows.
-LEDGER = """
-SELECT r.ord, r.role, r.account_code, a.account_name, COALESCE(g.balance, 0) AS balance
-FROM (SELECT k.ord, k.role, COALESCE(pa.account_code, k.fallback) AS account_code
-      FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS k(role, fallback, ord)
-      LEFT JOIN LATERAL (SELECT pa.account_code FROM posting_account pa
-                         WHERE pa.tenant_id = $1 AND pa.role = k.role OFFSET 0) pa ON true) r
-LEFT JOIN LATERAL (SELECT a.account_name FROM account a
-                   WHERE a.tenant_id = $1 AND a.account_code = r.account_code OFFSET 0) a ON true
-CROSS JOIN LATERAL (SELECT sum(g.debit - g.credit) AS balance FROM gl_entry g
-                    WHERE g.tenant_id = $1 AND g.account_code = r.account_code AND g.entry_date <= $4
-                    OFFSET 0) g
-ORDER BY r.ord
-"""
-
 
 async def reconcile(conn: asyncpg.Connection, tenant_id: int, as_of: dt.date) -> list[dict[str, Any]]:
     """One row per control account: its ledger balance, its sub-ledger's total and the difference."""
     roles = [name for name, _, _ in CONTROLS]
-    ledger = await conn.fetch(LEDGER, tenant_id, roles, [ROLE_DEFAULTS[r] for r in roles], as_of)
+    ledger = await conn.fetch(QUERIES["reconciliation_ledger"], tenant_id, roles,
+                              [ROLE_DEFAULTS[r] for r in roles], as_of)
     rows = []
     for (role, sign, subledger), found in zip(CONTROLS, ledger, strict=True):
         balance = sign * found["balance"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .db import QUERIES
@@ -108,19 +108,22 @@ def guard_statement(table: str, found: list[Referrer]) -> str:
     return f"-- codes of {table} in use\nSELECT k.code FROM unnest($2::text[]) AS k(code)\nWHERE {tests}\nORDER BY k.code"
 
 
-def attach(forms: Iterable[Any]) -> None:
-    """Give each master form that vouchers refer to the statement that finds its codes in use."""
+def attach(forms: Iterable[Any]) -> list[Any]:
+    """The loaded forms, each master form that vouchers refer to replaced by a copy holding the statement that
+    finds its codes in use (forms are frozen: the guard needs every voucher form, so it comes after loading)."""
     from .forms import MasterForm
     from .vouchers import VoucherForm  # which refers to this module's gate
 
     forms = list(forms)
     by_table = referrers(f for f in forms if isinstance(f, VoucherForm))
+    out = []
     for form in forms:
-        if not isinstance(form, MasterForm) or form.table not in by_table:
-            continue
-        if len(form.key) != 1:
-            raise ValueError(f"{form.name}: vouchers refer to {form.table}, whose key has {len(form.key)} parts")
-        form.guard_sql = guard_statement(form.table, by_table[form.table])
+        if isinstance(form, MasterForm) and form.table in by_table:
+            if len(form.key) != 1:
+                raise ValueError(f"{form.name}: vouchers refer to {form.table}, whose key has {len(form.key)} parts")
+            form = replace(form, guard_sql=guard_statement(form.table, by_table[form.table]))
+        out.append(form)
+    return out
 
 
 GATE_SHARED = QUERIES["reference_gate_shared"]

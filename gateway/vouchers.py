@@ -96,8 +96,14 @@ class Ref:
         return " or ".join(t for t, _ in self.targets)
 
 
-@dataclass
+@dataclass(frozen=True)
 class VoucherForm:
+    """A voucher form synced through SyncVoucher and pulled through GetData.
+
+    Declared in forms/vouchers.py and never changed: load() compiles a new VoucherForm (schema, columns,
+    posting rule and write statement), which the registry serves.
+    """
+
     name: str
     get_name: str
     description: str = ""
@@ -123,10 +129,12 @@ class VoucherForm:
     key: tuple[str, ...] = field(default=("VoucherId",), init=False)
     document_column: str = field(default="document", init=False)
 
+    # Filled by load(), in the new form it returns (empty in the declaration). The compiled validators and
+    # reader are left out of comparisons: they follow from `schema`, which is compared.
     schema: dict[str, Any] = field(default_factory=dict, repr=False)
-    validator: Any = field(default=None, repr=False)
-    delete_validator: Any = field(default=None, repr=False)
-    reader: Any = field(default=None, repr=False)  # lenient.Reader
+    validator: Any = field(default=None, repr=False, compare=False)
+    delete_validator: Any = field(default=None, repr=False, compare=False)
+    reader: Any = field(default=None, repr=False, compare=False)  # lenient.Reader
     columns: tuple[Column, ...] = field(default=(), repr=False)
     by_field: dict[str, Column] = field(default_factory=dict, repr=False)
     field_map: dict[str, str] = field(default_factory=dict, repr=False)
@@ -135,7 +143,7 @@ class VoucherForm:
     # The money fields of the form (AMOUNT_FIELDS): header fields, and "<list>/<Field>" for those of a list.
     amount_paths: tuple[str, ...] = field(default=(), repr=False)
     has_tax_codes: bool = field(default=False, repr=False)  # lines name a tax code beside their TaxRate
-    write_sql: str | None = field(default=None, repr=False)  # lines and postings of a batch
+    write_sql: str | None = field(default=None, repr=False)  # lines and postings of a batch: write_statement()
 
     @property
     def feed_name(self) -> str:
@@ -161,37 +169,44 @@ class VoucherForm:
         return await query.get(conn, self, tenant_id, body, pool=pool, cursors=cursors)  # type: ignore[arg-type]
 
     def load(self) -> VoucherForm:
-        self.schema = load_schema(self.name)
-        props = self.schema["properties"]
-        if self.schema.get("additionalProperties") is not False or DETAIL not in props:
+        """The form compiled: a new VoucherForm with its schema, columns, built posting rule and write statement.
+        The declaration (and the rule it names, which other forms may share) is left as written."""
+        schema = load_schema(self.name)
+        props = schema["properties"]
+        if schema.get("additionalProperties") is not False or DETAIL not in props:
             raise ValueError(f"schema of {self.name} must set additionalProperties: false and have 'detail'")
-        self.validator = compile_validator(self.schema)
-        self.delete_validator = compile_validator({
-            "type": "object",
-            "properties": {k: (props[k] if k in ("VoucherId", "Status") else {}) for k in props},
-            "required": ["VoucherId"],
-            "additionalProperties": False,
-        })
-        self.reader = compile_reader(self.schema)
         header = dict(HEADER_COLUMNS)
         if self.partner:
             header[self.partner] = ("partner_code", "text")
-        self.columns = tuple(
-            Column(field=f, name=col, pgtype=t, default=props[f].get("default"), required=f in self.schema["required"])
+        columns = tuple(
+            Column(field=f, name=col, pgtype=t, default=props[f].get("default"), required=f in schema["required"])
             for f, (col, t) in header.items() if f in props
         )
-        self.by_field = {c.field: c for c in self.columns}
-        self.field_map = {c.field.lower(): c.field for c in self.columns}
         line_props = props[DETAIL]["items"]["properties"]
-        self.line_fields = tuple((f, col, t) for f, (col, t) in LINE_COLUMNS.items() if f in line_props)
-        self.has_units = "ItemCode" in line_props and "Uom" in line_props
-        self.has_tax_codes = "TaxCode" in line_props and "TaxRate" in line_props
-        self.amount_paths = (*(f for f in props if f in AMOUNT_FIELDS),
-                             *(f"{name}/{f}" for name, prop in props.items() if prop.get("type") == "array"
-                               for f in prop.get("items", {}).get("properties", {}) if f in AMOUNT_FIELDS))
-        if self.posting is not None:
-            self.posting = self.posting.build()
-        return self
+        form = replace(
+            self,
+            schema=schema,
+            validator=compile_validator(schema),
+            delete_validator=compile_validator({
+                "type": "object",
+                "properties": {k: (props[k] if k in ("VoucherId", "Status") else {}) for k in props},
+                "required": ["VoucherId"],
+                "additionalProperties": False,
+            }),
+            reader=compile_reader(schema),
+            columns=columns,
+            by_field={c.field: c for c in columns},
+            field_map={c.field.lower(): c.field for c in columns},
+            line_fields=tuple((f, col, t) for f, (col, t) in LINE_COLUMNS.items() if f in line_props),
+            has_units="ItemCode" in line_props and "Uom" in line_props,
+            has_tax_codes="TaxCode" in line_props and "TaxRate" in line_props,
+            amount_paths=(*(f for f in props if f in AMOUNT_FIELDS),
+                          *(f"{name}/{f}" for name, prop in props.items() if prop.get("type") == "array"
+                            for f in prop.get("items", {}).get("properties", {}) if f in AMOUNT_FIELDS)),
+            posting=self.posting.build() if self.posting is not None else None,
+        )
+        # Built here, once per load, from the compiled line fields and rule: nothing is filled in later.
+        return replace(form, write_sql=write_statement(form))
 
 
 # --- preparing a batch (no database) ---------------------------------------------------------------------
@@ -656,13 +671,12 @@ async def _number(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, i
 
 
 def write_statement(form: VoucherForm) -> str:
-    """Lines and postings of a batch's changed vouchers, in one statement (built once per form)."""
-    if form.write_sql is None:
-        sources, insert_lines = _batch_sources(form)
-        sql = (form.posting or _NO_POSTING).statement(sources, insert_lines)
-        assert sql is not None  # the lines are always written
-        form.write_sql = sql
-    return form.write_sql
+    """Lines and postings of a batch's changed vouchers, in one statement: built by load() from the compiled
+    form, kept as its `write_sql`."""
+    sources, insert_lines = _batch_sources(form)
+    sql = (form.posting or _NO_POSTING).statement(sources, insert_lines)
+    assert sql is not None  # the lines are always written
+    return sql
 
 
 _NO_POSTING = posting.Posting()
@@ -691,18 +705,19 @@ async def _write(conn: asyncpg.Connection, form: VoucherForm, tenant_id: int, ba
         if out.updated:
             # Replace the lines of the stored vouchers that changed, whole: no orphan line survives. A
             # voucher just inserted has neither lines nor postings yet.
-            await conn.execute(posting.UNPOST_WITH_LINES, tenant_id, form.name,
+            await conn.execute(QUERIES["voucher_unpost_with_lines"], tenant_id, form.name,
                                sorted(r["voucher_id"] for r in rows if not r["inserted"]))
         if rows:
-            await conn.execute(posting.PLAN_SETTINGS)
-            await conn.execute(write_statement(form), tenant_id, form.name,
+            await conn.execute(QUERIES["voucher_write_settings"])
+            assert form.write_sql is not None, f"{form.name} is a declaration: write the form load() returns"
+            await conn.execute(form.write_sql, tenant_id, form.name,
                                *_batch_arrays(form, batch, ids, docs, set(out.changed)))
     if cancel_ids:
         gone = await _cancel(conn, form, tenant_id, cancel_ids)
         out.changed.update((vid, "deleted") for vid in gone)
         out.deleted = len(gone)
         if gone:
-            await conn.execute(posting.UNPOST_WITH_LINES, tenant_id, form.name, gone)
+            await conn.execute(QUERIES["voucher_unpost_with_lines"], tenant_id, form.name, gone)
     out.unchanged = len(ids) + len(cancel_ids) - out.inserted - out.updated - out.deleted
     return out
 

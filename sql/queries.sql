@@ -416,3 +416,645 @@ CROSS JOIN LATERAL (SELECT sum(COALESCE(a.invoice_amount, a.amount)) AS settled,
                     FROM voucher_allocation a
                     WHERE a.tenant_id = $1 AND a.invoice_form = $2 AND a.invoice_id = k.voucher_id OFFSET 0) a
 WHERE r.form = $2 AND NOT r.deleted AND a.settled IS NOT NULL;
+
+-- Posting (gateway/posting.py). $1 is the tenant, $2 the form, $3 the vouchers' ids.
+
+-- name: voucher_unpost
+-- Removes the vouchers' postings: ledger entries, stock movements and allocations, in one statement (data-
+-- modifying CTEs) instead of one round trip per table. Rows go by their ctid, found through the primary key
+-- key by key (a lateral subquery the planner cannot flatten, OFFSET 0); a row deleted here is never updated
+-- elsewhere (lines and postings are only inserted and deleted, under the lock of their voucher's row), so the
+-- ctid cannot go stale.
+WITH g AS (DELETE FROM gl_entry WHERE ctid = ANY(ARRAY(
+               SELECT r.ctid FROM unnest($3::text[]) AS k(voucher_id) CROSS JOIN LATERAL
+               (SELECT ctid FROM gl_entry WHERE tenant_id = $1 AND form = $2 AND voucher_id = k.voucher_id OFFSET 0) r))),
+s AS (DELETE FROM stock_move WHERE ctid = ANY(ARRAY(
+          SELECT r.ctid FROM unnest($3::text[]) AS k(voucher_id) CROSS JOIN LATERAL
+          (SELECT ctid FROM stock_move WHERE tenant_id = $1 AND form = $2 AND voucher_id = k.voucher_id OFFSET 0) r)))
+DELETE FROM voucher_allocation WHERE ctid = ANY(ARRAY(
+    SELECT r.ctid FROM unnest($3::text[]) AS k(voucher_id) CROSS JOIN LATERAL
+    (SELECT ctid FROM voucher_allocation WHERE tenant_id = $1 AND form = $2 AND voucher_id = k.voucher_id
+     OFFSET 0) r));
+
+-- name: voucher_unpost_with_lines
+-- voucher_unpost, with the vouchers' lines.
+WITH d AS (DELETE FROM voucher_line WHERE ctid = ANY(ARRAY(
+               SELECT r.ctid FROM unnest($3::text[]) AS k(voucher_id) CROSS JOIN LATERAL
+               (SELECT ctid FROM voucher_line WHERE tenant_id = $1 AND form = $2 AND voucher_id = k.voucher_id
+                OFFSET 0) r))),
+g AS (DELETE FROM gl_entry WHERE ctid = ANY(ARRAY(
+          SELECT r.ctid FROM unnest($3::text[]) AS k(voucher_id) CROSS JOIN LATERAL
+          (SELECT ctid FROM gl_entry WHERE tenant_id = $1 AND form = $2 AND voucher_id = k.voucher_id OFFSET 0) r))),
+s AS (DELETE FROM stock_move WHERE ctid = ANY(ARRAY(
+          SELECT r.ctid FROM unnest($3::text[]) AS k(voucher_id) CROSS JOIN LATERAL
+          (SELECT ctid FROM stock_move WHERE tenant_id = $1 AND form = $2 AND voucher_id = k.voucher_id OFFSET 0) r)))
+DELETE FROM voucher_allocation WHERE ctid = ANY(ARRAY(
+    SELECT r.ctid FROM unnest($3::text[]) AS k(voucher_id) CROSS JOIN LATERAL
+    (SELECT ctid FROM voucher_allocation WHERE tenant_id = $1 AND form = $2 AND voucher_id = k.voucher_id
+     OFFSET 0) r));
+
+-- name: voucher_write_settings
+-- Settings for the writing transaction (two commands, sent without parameters). Parameters become constants of
+-- each plan, so the planner knows how many vouchers and lines a statement handles instead of assuming a handful
+-- (a cached generic plan would join them in nested loops); custom planning costs far less than such a loop over
+-- a batch of 1,000 lines. Joins are made in the order written: vouchers to their lines (hash or merge join), then
+-- each line to its item and unit conversion by primary key. Otherwise a guess about a never-analysed table (say
+-- that few items are stock tracked) could put the item scan first and then join every line to every voucher of
+-- the batch.
+SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL join_collapse_limit = 1;
+
+-- Cost of sales (gateway/costing.py). $1 is the tenant.
+
+-- name: costing_stored_moves
+-- The stored movements of the vouchers $3 (of form $2), key by key through the primary key: where they stand.
+SELECT voucher_id, item_code, move_date, day_order, form, move_no
+FROM (SELECT r.* FROM unnest($3::text[]) AS k(voucher_id) CROSS JOIN LATERAL
+      (SELECT * FROM stock_move WHERE tenant_id = $1 AND form = $2 AND voucher_id = k.voucher_id OFFSET 0) r) s;
+
+-- name: costing_lock_items
+-- The items ($2) locked for costing, in a fixed order so that two writers cannot deadlock on them: two
+-- transactions costing one item's movements must not interleave (each would value from a state without the
+-- other's movements). One key of 64 bits per tenant and item (a hash; two sharing a key only wait for each other).
+SELECT pg_advisory_xact_lock(hashtextextended('stock_move ' || $1::integer || ' ' || k.item, 0))
+FROM (SELECT item FROM unnest($2::text[]) AS u(item) ORDER BY 1 OFFSET 0) k;
+
+-- name: costing_moves_from
+-- Each item's ($2) movements from its start position ($3 ... $7) on, in costing order, through stock_move_order.
+SELECT m.ctid, m.form, m.voucher_id, m.move_no, m.move_date, m.day_order, m.item_code, m.site_code, m.qty_in,
+       m.qty_out, m.value_in, m.line_no, m.basis, m.counter, m.ref_voucher_id, m.ref_line, m.job_code,
+       m.dept_code, m.cost, m.writeoff, m.qty_after, m.value_after
+FROM unnest($2::text[], $3::date[], $4::integer[], $5::text[], $6::text[], $7::integer[])
+     AS k(item_code, move_date, day_order, form, voucher_id, move_no)
+CROSS JOIN LATERAL (SELECT ctid, * FROM stock_move s WHERE s.tenant_id = $1 AND s.item_code = k.item_code
+                    AND (s.move_date, s.day_order, s.form, s.voucher_id, s.move_no)
+                        >= (k.move_date, k.day_order, k.form, k.voucher_id, k.move_no)
+                    OFFSET 0) m
+ORDER BY m.item_code, m.move_date, m.day_order, m.form, m.voucher_id, m.move_no;
+
+-- name: costing_state_before
+-- Per item and site ($2, $3), the running state of the last movement before a position ($4 ... $8), through
+-- stock_move_site_order: the state the pass starts from.
+SELECT k.item_code, k.site_code, s.qty_after, s.value_after
+FROM unnest($2::text[], $3::text[], $4::date[], $5::integer[], $6::text[], $7::text[], $8::integer[])
+     AS k(item_code, site_code, move_date, day_order, form, voucher_id, move_no)
+CROSS JOIN LATERAL (SELECT qty_after, value_after FROM stock_move s
+                    WHERE s.tenant_id = $1 AND s.item_code = k.item_code AND s.site_code = k.site_code
+                      AND (s.move_date, s.day_order, s.form, s.voucher_id, s.move_no)
+                          < (k.move_date, k.day_order, k.form, k.voucher_id, k.move_no)
+                    ORDER BY s.move_date DESC, s.day_order DESC, s.form DESC, s.voucher_id DESC, s.move_no DESC
+                    LIMIT 1) s;
+
+-- name: costing_cited
+-- The outflows ($2 form, $3 voucher, $4 line or NULL: the first of $5 item) that returns and transfers outside
+-- the pass cite, by primary key: their quantity and cost.
+SELECT k.form, k.voucher_id, k.line_no, k.item_code, s.qty_out, s.cost
+FROM unnest($2::text[], $3::text[], $4::integer[], $5::text[]) AS k(form, voucher_id, line_no, item_code)
+CROSS JOIN LATERAL (SELECT qty_out, cost FROM stock_move s
+                    WHERE s.tenant_id = $1 AND s.form = k.form AND s.voucher_id = k.voucher_id
+                      AND s.item_code = k.item_code AND s.qty_out <> 0
+                      AND (k.line_no IS NULL OR s.line_no = k.line_no)
+                    ORDER BY s.move_no LIMIT 1) s;
+
+-- name: costing_settings
+-- The tenant's negative-stock setting, its base currency's decimal places and its accounts of the roles $2.
+SELECT t.negative_stock,
+       COALESCE((SELECT c.decimal_places FROM currency c WHERE c.tenant_id = t.id
+                 AND c.currency_code = t.base_currency), 2) AS places,
+       (SELECT COALESCE(jsonb_object_agg(pa.role, pa.account_code), '{}') FROM posting_account pa
+        WHERE pa.tenant_id = t.id AND pa.role = ANY($2::text[])) AS accounts
+FROM tenant t WHERE t.id = $1;
+
+-- name: costing_update_moves
+-- Costs and running states written back to the rows the pass read ($2: their ctids), amounts as text, read
+-- exactly by PostgreSQL; the rows written are returned. By ctid (a TID scan of `ctid = ANY`, joined to the
+-- values after): joined on the primary key or on ctid alone, the planner, guessing at a never-analysed table,
+-- read all the tenant's movements and hashed them. The ctids cannot go stale: a movement is updated or removed
+-- only under its item's lock (costing_lock_items).
+UPDATE stock_move s SET cost = u.cost::numeric, writeoff = u.writeoff::numeric, qty_after = u.qty_after::numeric,
+                        value_after = u.value_after::numeric
+FROM unnest($2::tid[], $3::text[], $4::text[], $5::text[], $6::text[]) AS u(row, cost, writeoff, qty_after,
+                                                                           value_after)
+WHERE s.ctid = ANY($2::tid[]) AND s.ctid = u.row AND s.tenant_id = $1
+RETURNING u.row;
+
+-- name: costing_replace_entries
+-- The cost entries of the movements $2 ... $4 replaced by $5 ...: the old ones found through the primary key
+-- (ctid, as voucher_unpost does) and deleted before the new ones go in (the one-time filter on `gone` runs the
+-- delete to its end first). A movement's cost entries are entry_no move_no x 4 - 3 .. move_no x 4
+-- (gateway/costing.py _SLOTS).
+WITH gone AS (
+    DELETE FROM gl_entry WHERE ctid = ANY(ARRAY(
+        SELECT r.ctid FROM unnest($2::text[], $3::text[], $4::integer[]) AS k(form, voucher_id, move_no)
+        CROSS JOIN LATERAL (SELECT ctid FROM gl_entry WHERE tenant_id = $1 AND form = k.form
+                            AND voucher_id = k.voucher_id AND source = 'cost'
+                            AND entry_no BETWEEN k.move_no * 4 - 3 AND k.move_no * 4
+                            OFFSET 0) r))
+    RETURNING 1)
+INSERT INTO gl_entry (tenant_id, form, voucher_id, source, entry_no, entry_date, account_code, debit, credit,
+                      job_code, dept_code)
+SELECT $1, u.form, u.voucher_id, 'cost', u.entry_no, u.entry_date, u.account_code, u.debit::numeric,
+       u.credit::numeric, u.job_code, u.dept_code
+FROM unnest($5::text[], $6::text[], $7::integer[], $8::date[], $9::text[], $10::text[], $11::text[], $12::text[],
+            $13::text[]) AS u(form, voucher_id, entry_no, entry_date, account_code, debit, credit, job_code, dept_code)
+WHERE (SELECT count(*) FROM gone) >= 0;
+
+-- name: costing_tenant_items
+-- Every item the tenant has moved (an administrator's command: it reads all the tenant's movements).
+SELECT DISTINCT item_code FROM stock_move WHERE tenant_id = $1 ORDER BY 1;
+
+-- name: costing_set_negative_stock
+-- Sets the negative-stock setting ($2) of the tenant with code $1.
+UPDATE tenant SET negative_stock = $2 WHERE code = $1 RETURNING id;
+
+-- name: costing_stock_value
+-- The total stock value of tenant $1 at $2: what every movement up to then added (its cost in) and took (its
+-- cost out), less what it wrote off.
+SELECT COALESCE(sum(CASE WHEN qty_out <> 0 THEN -COALESCE(cost, 0) ELSE COALESCE(cost, 0) END
+                    - COALESCE(writeoff, 0)), 0)
+FROM stock_move WHERE tenant_id = $1 AND move_date <= $2;
+
+-- Reports (gateway/reports.py). $1 is the tenant. The report queries keep one plan shape whatever the statistics
+-- say (a new tenant's reports run on tables never analysed, beside other tenants' rows;
+-- tests/test_report_plans.py). The tenant's postings are summed first and the master rows (account, customer,
+-- item) looked up once per summed row by primary key, in lateral subqueries the planner cannot flatten (OFFSET
+-- 0): joined to the postings directly, the master table guessed small was planned as a nested loop filtering
+-- all the tenant's accounts for every posting. A voucher looked up from a posting or an allocation names its id
+-- and tenant only, its form checked outside the subquery (as gateway/posting.py STORED_VOUCHERS does): with the
+-- form inside, voucher_by_date (tenant_id, form, ...) matches as many columns as voucher_by_key, and without
+-- statistics the planner may take it and read every voucher of the tenant's form for each posting (an account
+-- ledger of 3,000 postings took 0.45-0.6 s instead of 20 ms until ANALYZE; bench/report_plans.py).
+
+-- name: report_trial_balance
+-- By account: the balance before $2, debits and credits from $2 to $3, the balance at $3 (debit positive).
+SELECT g.account_code AS "AccountCode", a.account_name AS "AccountName",
+       g.opening AS "Opening", g.debit AS "Debit", g.credit AS "Credit", g.closing AS "Closing"
+FROM (SELECT account_code,
+             COALESCE(sum(debit - credit) FILTER (WHERE entry_date < $2), 0) AS opening,
+             COALESCE(sum(debit) FILTER (WHERE entry_date >= $2), 0) AS debit,
+             COALESCE(sum(credit) FILTER (WHERE entry_date >= $2), 0) AS credit,
+             COALESCE(sum(debit - credit), 0) AS closing
+      FROM gl_entry WHERE tenant_id = $1 AND entry_date <= $3
+      GROUP BY account_code) g
+LEFT JOIN LATERAL (SELECT a.account_name FROM account a
+                   WHERE a.tenant_id = $1 AND a.account_code = g.account_code OFFSET 0) a ON true
+ORDER BY g.account_code;
+
+-- name: report_account_opening
+-- The balance of account $2 before $3 (debit positive).
+SELECT COALESCE(sum(debit - credit), 0) FROM gl_entry
+WHERE tenant_id = $1 AND account_code = $2 AND entry_date < $3;
+
+-- name: report_account_ledger
+-- The entries of account $2 from $3 to $4 with the running balance (debit positive).
+WITH opening AS (
+    SELECT COALESCE(sum(debit - credit), 0) AS balance FROM gl_entry
+    WHERE tenant_id = $1 AND account_code = $2 AND entry_date < $3
+)
+SELECT g.entry_date AS "EntryDate", g.form AS "Form", g.voucher_id AS "VoucherId",
+       v.voucher_number AS "VoucherNumber", v.description AS "Description", g.partner_code AS "PartnerCode",
+       g.debit AS "Debit", g.credit AS "Credit",
+       (SELECT balance FROM opening)
+         + sum(g.debit - g.credit) OVER (ORDER BY g.entry_date, g.form, g.voucher_id, g.entry_no) AS "Balance"
+FROM gl_entry g
+LEFT JOIN LATERAL (SELECT v.form, v.voucher_number, v.description FROM voucher v
+                   WHERE v.voucher_id = g.voucher_id AND v.tenant_id = $1 OFFSET 0) v ON v.form = g.form
+WHERE g.tenant_id = $1 AND g.account_code = $2 AND g.entry_date BETWEEN $3 AND $4
+ORDER BY g.entry_date, g.form, g.voucher_id, g.entry_no;
+
+-- Stock on hand at $2 by item and site, with the quantity before $3 and what came in and went out from $3 on, and
+-- the moves of the period shown when $4 even where nothing is left. Two fixed texts, all items and item $5,
+-- rather than "$5 IS NULL OR item_code = $5", so that a cached generic plan for one item still reads an index
+-- that leads with the tenant and the item (stock_move_order).
+
+-- name: report_stock_all
+-- Stock of every item.
+WITH moves AS (
+    SELECT item_code, site_code,
+           COALESCE(sum(qty_in - qty_out) FILTER (WHERE move_date < $3), 0) AS opening,
+           COALESCE(sum(qty_in) FILTER (WHERE move_date >= $3), 0) AS qty_in,
+           COALESCE(sum(qty_out) FILTER (WHERE move_date >= $3), 0) AS qty_out,
+           sum(qty_in - qty_out) AS quantity,
+           -- The value at the date, on the basis the inventory account is posted on (gateway/costing.py):
+           -- what each movement up to then added and took, at moving average cost (as costing_stock_value).
+           sum(CASE WHEN qty_out <> 0 THEN -COALESCE(cost, 0) ELSE COALESCE(cost, 0) END
+               - COALESCE(writeoff, 0)) AS value
+    FROM stock_move WHERE tenant_id = $1 AND move_date <= $2
+    GROUP BY item_code, site_code
+)
+SELECT m.item_code AS "ItemCode", i.item_name AS "ItemName", i.uom AS "Uom", m.site_code AS "SiteCode",
+       m.opening AS "OpeningQuantity", m.qty_in AS "QuantityIn", m.qty_out AS "QuantityOut",
+       m.quantity AS "Quantity", round(m.value / NULLIF(m.quantity, 0), 4) AS "UnitCost", m.value AS "Value"
+FROM moves m
+LEFT JOIN LATERAL (SELECT i.item_name, i.uom FROM item i
+                   WHERE i.tenant_id = $1 AND i.item_code = m.item_code OFFSET 0) i ON true
+WHERE m.quantity <> 0 OR m.value <> 0 OR ($4 AND (m.qty_in <> 0 OR m.qty_out <> 0))
+ORDER BY m.item_code, m.site_code;
+
+-- name: report_stock_item
+-- Stock of item $5: report_stock_all with the item in the filter.
+WITH moves AS (
+    SELECT item_code, site_code,
+           COALESCE(sum(qty_in - qty_out) FILTER (WHERE move_date < $3), 0) AS opening,
+           COALESCE(sum(qty_in) FILTER (WHERE move_date >= $3), 0) AS qty_in,
+           COALESCE(sum(qty_out) FILTER (WHERE move_date >= $3), 0) AS qty_out,
+           sum(qty_in - qty_out) AS quantity,
+           -- The value at the date, on the basis the inventory account is posted on (gateway/costing.py):
+           -- what each movement up to then added and took, at moving average cost (as costing_stock_value).
+           sum(CASE WHEN qty_out <> 0 THEN -COALESCE(cost, 0) ELSE COALESCE(cost, 0) END
+               - COALESCE(writeoff, 0)) AS value
+    FROM stock_move WHERE tenant_id = $1 AND move_date <= $2 AND item_code = $5
+    GROUP BY item_code, site_code
+)
+SELECT m.item_code AS "ItemCode", i.item_name AS "ItemName", i.uom AS "Uom", m.site_code AS "SiteCode",
+       m.opening AS "OpeningQuantity", m.qty_in AS "QuantityIn", m.qty_out AS "QuantityOut",
+       m.quantity AS "Quantity", round(m.value / NULLIF(m.quantity, 0), 4) AS "UnitCost", m.value AS "Value"
+FROM moves m
+LEFT JOIN LATERAL (SELECT i.item_name, i.uom FROM item i
+                   WHERE i.tenant_id = $1 AND i.item_code = m.item_code OFFSET 0) i ON true
+WHERE m.quantity <> 0 OR m.value <> 0 OR ($4 AND (m.qty_in <> 0 OR m.qty_out <> 0))
+ORDER BY m.item_code, m.site_code;
+
+-- name: report_posting_account
+-- The tenant's own account of posting role $2, if it set one.
+SELECT account_code FROM posting_account WHERE tenant_id = $1 AND role = $2;
+
+-- Customer balances on account $2: the balance before $3, debits and credits from $3 to $4, the balance at $4
+-- (debit positive), per partner with a balance or a movement in the period. Two fixed texts, as for the stock.
+
+-- name: report_balance_all
+-- The balances of every customer.
+SELECT g.partner_code AS "CustomerCode", c.customer_name AS "CustomerName",
+       g.opening AS "Opening", g.debit AS "Debit", g.credit AS "Credit", g.closing AS "Closing"
+FROM (SELECT partner_code,
+             COALESCE(sum(debit - credit) FILTER (WHERE entry_date < $3), 0) AS opening,
+             COALESCE(sum(debit) FILTER (WHERE entry_date >= $3), 0) AS debit,
+             COALESCE(sum(credit) FILTER (WHERE entry_date >= $3), 0) AS credit,
+             sum(debit - credit) AS closing
+      FROM gl_entry
+      WHERE tenant_id = $1 AND account_code = $2 AND entry_date <= $4 AND partner_code IS NOT NULL
+      GROUP BY partner_code
+      HAVING sum(debit - credit) <> 0 OR bool_or(entry_date >= $3 AND (debit <> 0 OR credit <> 0))) g
+LEFT JOIN LATERAL (SELECT c.customer_name FROM customer c
+                   WHERE c.tenant_id = $1 AND c.customer_code = g.partner_code OFFSET 0) c ON true
+ORDER BY g.partner_code;
+
+-- name: report_balance_one
+-- The balance of customer $5: report_balance_all with the partner in the filter.
+SELECT g.partner_code AS "CustomerCode", c.customer_name AS "CustomerName",
+       g.opening AS "Opening", g.debit AS "Debit", g.credit AS "Credit", g.closing AS "Closing"
+FROM (SELECT partner_code,
+             COALESCE(sum(debit - credit) FILTER (WHERE entry_date < $3), 0) AS opening,
+             COALESCE(sum(debit) FILTER (WHERE entry_date >= $3), 0) AS debit,
+             COALESCE(sum(credit) FILTER (WHERE entry_date >= $3), 0) AS credit,
+             sum(debit - credit) AS closing
+      FROM gl_entry
+      WHERE tenant_id = $1 AND account_code = $2 AND entry_date <= $4 AND partner_code IS NOT NULL
+        AND partner_code = $5
+      GROUP BY partner_code
+      HAVING sum(debit - credit) <> 0 OR bool_or(entry_date >= $3 AND (debit <> 0 OR credit <> 0))) g
+LEFT JOIN LATERAL (SELECT c.customer_name FROM customer c
+                   WHERE c.tenant_id = $1 AND c.customer_code = g.partner_code OFFSET 0) c ON true
+ORDER BY g.partner_code;
+
+-- name: report_open_items
+-- The open items of one side of the books at $3: per partner the open invoices of form $2 with their aging, and
+-- the unapplied items; $4 to list paid invoices too.
+-- $5 is the control account's role and $6 its default account, $7 the sign that makes what is owed positive (1
+-- receivable, -1 payable). In the base currency an invoice is open for what it posted to the control account
+-- less what settlements took off it at book value; a partner's other entries on the account are unapplied
+-- items (payments not allocated, returns citing no invoice, journal lines), each net of what it settled. A
+-- settlement counts when both its voucher and its invoice are dated up to the date, on both sides, so that per
+-- partner the open items plus the unapplied items equal the account's balance at any date
+-- (gateway/settlement.py). The entries on the account are read once, through its index, and summed per voucher:
+-- the invoices' amounts come from there too. The driver sends (and stores) 0001-01-01 and 9999-12-31 as
+-- -infinity and infinity, which compare as those days do but cannot be subtracted: the days between them are
+-- counted from the calendar's ends instead.
+WITH control AS MATERIALIZED (
+    SELECT COALESCE((SELECT account_code FROM posting_account WHERE tenant_id = $1 AND role = $5), $6) AS account
+),
+entries AS MATERIALIZED (
+    SELECT g.partner_code, g.form, g.voucher_id, min(g.entry_date) AS entry_date,
+           $7::integer * sum(g.debit - g.credit) AS posted
+    FROM gl_entry g
+    WHERE g.tenant_id = $1 AND g.account_code = (SELECT account FROM control) AND g.entry_date <= $3
+    GROUP BY g.partner_code, g.form, g.voucher_id
+),
+invoice_rows AS MATERIALIZED (
+    SELECT v.form, v.voucher_id, v.voucher_date, v.partner_code, v.currency, v.total_amount, v.exchange_rate,
+           COALESCE((v.document->>'DueDate')::date, v.voucher_date) AS due_date
+    FROM voucher v
+    WHERE v.tenant_id = $1 AND v.form = $2 AND NOT v.deleted AND v.voucher_date <= $3
+),
+-- What live vouchers dated up to the date settle of each invoice; each settling voucher found by its id and
+-- tenant, its form checked outside (see above).
+settled AS MATERIALIZED (
+    SELECT i.voucher_id AS invoice_id, i.partner_code, a.form, a.voucher_id,
+           COALESCE(a.invoice_amount, a.amount) AS paid,
+           COALESCE(a.base_amount, COALESCE(a.invoice_amount, a.amount) * i.exchange_rate) AS base
+    FROM invoice_rows i
+    CROSS JOIN LATERAL (SELECT a.form, a.voucher_id, a.amount, a.invoice_amount, a.base_amount
+                        FROM voucher_allocation a
+                        WHERE a.tenant_id = $1 AND a.invoice_form = i.form AND a.invoice_id = i.voucher_id
+                        OFFSET 0) a
+    CROSS JOIN LATERAL (SELECT p.form, p.deleted, p.voucher_date FROM voucher p
+                        WHERE p.voucher_id = a.voucher_id AND p.tenant_id = $1 OFFSET 0) p
+    WHERE p.form = a.form AND NOT p.deleted AND p.voucher_date <= $3
+),
+items AS (
+    SELECT i.*, COALESCE(s.paid, 0) AS paid, COALESCE(e.posted, 0) - COALESCE(s.base, 0) AS due,
+           i.total_amount - COALESCE(s.paid, 0) AS outstanding,
+           (CASE WHEN isfinite($3::date) THEN $3::date WHEN $3::date > date '2000-01-01' THEN date '9999-12-31'
+                 ELSE date '0001-01-01' END)
+             - (CASE WHEN isfinite(due_date) THEN due_date WHEN due_date > date '2000-01-01' THEN date '9999-12-31'
+                     ELSE date '0001-01-01' END) AS days_overdue,
+           CASE WHEN i.total_amount - COALESCE(s.paid, 0) <= 0 THEN 'paid'
+                WHEN i.due_date < $3 THEN 'overdue'
+                WHEN s.paid > 0 THEN 'partially_paid'
+                ELSE 'open' END AS status
+    FROM invoice_rows i
+    LEFT JOIN (SELECT invoice_id, sum(paid) AS paid, sum(base) AS base FROM settled GROUP BY invoice_id) s
+           ON s.invoice_id = i.voucher_id
+    LEFT JOIN entries e ON e.form = i.form AND e.voucher_id = i.voucher_id
+),
+open AS (
+    SELECT partner_code,
+           sum(due) FILTER (WHERE days_overdue <= 0) AS current,
+           sum(due) FILTER (WHERE days_overdue BETWEEN 1 AND 30) AS days1to30,
+           sum(due) FILTER (WHERE days_overdue BETWEEN 31 AND 60) AS days31to60,
+           sum(due) FILTER (WHERE days_overdue BETWEEN 61 AND 90) AS days61to90,
+           sum(due) FILTER (WHERE days_overdue > 90) AS over90,
+           sum(due) AS total,
+           jsonb_agg(jsonb_build_object(
+               'VoucherId', voucher_id, 'VoucherDate', voucher_date, 'DueDate', due_date, 'Currency', currency,
+               'TotalAmount', total_amount, 'Paid', paid, 'Outstanding', outstanding, 'BaseOutstanding', due,
+               'DaysOverdue', GREATEST(days_overdue, 0), 'Status', status) ORDER BY voucher_date, voucher_id)
+             AS invoices
+    FROM items
+    WHERE outstanding > 0 OR due <> 0 OR $4
+    GROUP BY partner_code
+),
+-- Every other voucher with entries on the account or settling an invoice: its entries plus what it settled.
+unapplied AS (
+    SELECT COALESCE(e.partner_code, s.partner_code) AS partner_code, COALESCE(e.form, s.form) AS form,
+           COALESCE(e.voucher_id, s.voucher_id) AS voucher_id, e.entry_date,
+           COALESCE(e.posted, 0) + COALESCE(s.base, 0) AS amount
+    FROM (SELECT * FROM entries WHERE form <> $2) e
+    FULL JOIN (SELECT partner_code, form, voucher_id, sum(base) AS base FROM settled
+               GROUP BY partner_code, form, voucher_id) s
+           ON s.partner_code = e.partner_code AND s.form = e.form AND s.voucher_id = e.voucher_id
+),
+credits AS (
+    SELECT partner_code, sum(amount) AS amount,
+           jsonb_agg(jsonb_build_object('Form', form, 'VoucherId', voucher_id, 'VoucherDate', entry_date,
+                                        'Amount', amount) ORDER BY entry_date, form, voucher_id) AS items
+    FROM unapplied
+    WHERE amount <> 0
+    GROUP BY partner_code
+)
+SELECT COALESCE(o.partner_code, c.partner_code) AS "PartnerCode",
+       COALESCE(o.current, 0) AS "Current", COALESCE(o.days1to30, 0) AS "Days1To30",
+       COALESCE(o.days31to60, 0) AS "Days31To60", COALESCE(o.days61to90, 0) AS "Days61To90",
+       COALESCE(o.over90, 0) AS "Over90", COALESCE(o.total, 0) AS "Total",
+       COALESCE(o.invoices, '[]') AS "Invoices",
+       COALESCE(c.amount, 0) AS "Unapplied", COALESCE(c.items, '[]') AS "UnappliedItems",
+       COALESCE(o.total, 0) + COALESCE(c.amount, 0) AS "Balance"
+FROM open o FULL JOIN credits c ON c.partner_code = o.partner_code
+ORDER BY 1;
+
+-- Sales net of returns from $2 to $3, by month, customer or item: three fixed texts that differ only in the key
+-- and, by item, the unit column. Quantities in each item's base unit, by the rule stock moves by
+-- (gateway/posting.py): a line in its item's base unit, or of an item without one, counts as sent; a line in
+-- another unit, times the coefficient of the item's conversion for it (the last one known: a sale stays counted
+-- after its conversion is deleted). Amounts in the base currency, each line rounded to its decimals as the
+-- ledger posts it. The lines are summed per key, item and unit first; then each item and unit of the sums is
+-- looked up once, by primary key (OFFSET 0, see above), for its factor to the base unit.
+
+-- name: report_sales_by_period
+-- By month (yyyy-MM).
+WITH s AS MATERIALIZED (
+    SELECT to_char(v.voucher_date, 'YYYY-MM') AS key, l.item_code, COALESCE(l.uom, '') AS uom,
+           sum(sign * l.quantity) AS quantity,
+           sum(sign * round((l.amount - COALESCE(l.discount, 0)) * v.exchange_rate, p.n)) AS net,
+           sum(sign * round(COALESCE(l.tax_amount, 0) * v.exchange_rate, p.n)) AS tax,
+           sum(sign * round(COALESCE(l.total_amount, 0) * v.exchange_rate, p.n)) AS total
+    FROM (SELECT *, CASE WHEN form = 'setSaleReturn' THEN -1 ELSE 1 END AS sign FROM voucher
+          WHERE tenant_id = $1 AND form IN ('setSaleInvoice', 'setSaleReturn') AND NOT deleted
+            AND voucher_date BETWEEN $2 AND $3) v
+    JOIN voucher_line l ON l.tenant_id = v.tenant_id AND l.form = v.form AND l.voucher_id = v.voucher_id
+    CROSS JOIN (SELECT COALESCE((SELECT c.decimal_places FROM tenant t JOIN currency c ON c.tenant_id = t.id
+                                     AND c.currency_code = t.base_currency WHERE t.id = $1), 2) AS n) p
+    GROUP BY 1, 2, 3
+),
+u AS MATERIALIZED (
+    SELECT d.item_code, d.uom, NULLIF(i.uom, '') AS base,
+           CASE WHEN NULLIF(i.uom, '') IS NULL OR d.uom IN ('', i.uom) THEN 1 ELSE c.coefficient END AS factor
+    FROM (SELECT DISTINCT item_code, uom FROM s) d
+    LEFT JOIN LATERAL (SELECT i.uom FROM item i WHERE i.tenant_id = $1 AND i.item_code = d.item_code OFFSET 0) i
+      ON true
+    LEFT JOIN LATERAL (SELECT c.coefficient FROM unit_conversion c
+                       WHERE c.tenant_id = $1 AND c.item_code = d.item_code AND c.uom = d.uom OFFSET 0) c ON true
+)
+SELECT s.key AS "Key",
+       sum(s.quantity * u.factor) AS "Quantity",
+       sum(s.net) AS "NetAmount", sum(s.tax) AS "TaxAmount", sum(s.total) AS "TotalAmount"
+FROM s JOIN u ON u.item_code = s.item_code AND u.uom = s.uom
+GROUP BY 1
+ORDER BY 1;
+
+-- name: report_sales_by_customer
+-- By customer.
+WITH s AS MATERIALIZED (
+    SELECT v.partner_code AS key, l.item_code, COALESCE(l.uom, '') AS uom,
+           sum(sign * l.quantity) AS quantity,
+           sum(sign * round((l.amount - COALESCE(l.discount, 0)) * v.exchange_rate, p.n)) AS net,
+           sum(sign * round(COALESCE(l.tax_amount, 0) * v.exchange_rate, p.n)) AS tax,
+           sum(sign * round(COALESCE(l.total_amount, 0) * v.exchange_rate, p.n)) AS total
+    FROM (SELECT *, CASE WHEN form = 'setSaleReturn' THEN -1 ELSE 1 END AS sign FROM voucher
+          WHERE tenant_id = $1 AND form IN ('setSaleInvoice', 'setSaleReturn') AND NOT deleted
+            AND voucher_date BETWEEN $2 AND $3) v
+    JOIN voucher_line l ON l.tenant_id = v.tenant_id AND l.form = v.form AND l.voucher_id = v.voucher_id
+    CROSS JOIN (SELECT COALESCE((SELECT c.decimal_places FROM tenant t JOIN currency c ON c.tenant_id = t.id
+                                     AND c.currency_code = t.base_currency WHERE t.id = $1), 2) AS n) p
+    GROUP BY 1, 2, 3
+),
+u AS MATERIALIZED (
+    SELECT d.item_code, d.uom, NULLIF(i.uom, '') AS base,
+           CASE WHEN NULLIF(i.uom, '') IS NULL OR d.uom IN ('', i.uom) THEN 1 ELSE c.coefficient END AS factor
+    FROM (SELECT DISTINCT item_code, uom FROM s) d
+    LEFT JOIN LATERAL (SELECT i.uom FROM item i WHERE i.tenant_id = $1 AND i.item_code = d.item_code OFFSET 0) i
+      ON true
+    LEFT JOIN LATERAL (SELECT c.coefficient FROM unit_conversion c
+                       WHERE c.tenant_id = $1 AND c.item_code = d.item_code AND c.uom = d.uom OFFSET 0) c ON true
+)
+SELECT s.key AS "Key",
+       sum(s.quantity * u.factor) AS "Quantity",
+       sum(s.net) AS "NetAmount", sum(s.tax) AS "TaxAmount", sum(s.total) AS "TotalAmount"
+FROM s JOIN u ON u.item_code = s.item_code AND u.uom = s.uom
+GROUP BY 1
+ORDER BY 1;
+
+-- name: report_sales_by_item
+-- By item, with the unit its quantities are in: the item's base unit, else the one unit its lines were sold in.
+WITH s AS MATERIALIZED (
+    SELECT l.item_code AS key, l.item_code, COALESCE(l.uom, '') AS uom,
+           sum(sign * l.quantity) AS quantity,
+           sum(sign * round((l.amount - COALESCE(l.discount, 0)) * v.exchange_rate, p.n)) AS net,
+           sum(sign * round(COALESCE(l.tax_amount, 0) * v.exchange_rate, p.n)) AS tax,
+           sum(sign * round(COALESCE(l.total_amount, 0) * v.exchange_rate, p.n)) AS total
+    FROM (SELECT *, CASE WHEN form = 'setSaleReturn' THEN -1 ELSE 1 END AS sign FROM voucher
+          WHERE tenant_id = $1 AND form IN ('setSaleInvoice', 'setSaleReturn') AND NOT deleted
+            AND voucher_date BETWEEN $2 AND $3) v
+    JOIN voucher_line l ON l.tenant_id = v.tenant_id AND l.form = v.form AND l.voucher_id = v.voucher_id
+    CROSS JOIN (SELECT COALESCE((SELECT c.decimal_places FROM tenant t JOIN currency c ON c.tenant_id = t.id
+                                     AND c.currency_code = t.base_currency WHERE t.id = $1), 2) AS n) p
+    GROUP BY 1, 2, 3
+),
+u AS MATERIALIZED (
+    SELECT d.item_code, d.uom, NULLIF(i.uom, '') AS base,
+           CASE WHEN NULLIF(i.uom, '') IS NULL OR d.uom IN ('', i.uom) THEN 1 ELSE c.coefficient END AS factor
+    FROM (SELECT DISTINCT item_code, uom FROM s) d
+    LEFT JOIN LATERAL (SELECT i.uom FROM item i WHERE i.tenant_id = $1 AND i.item_code = d.item_code OFFSET 0) i
+      ON true
+    LEFT JOIN LATERAL (SELECT c.coefficient FROM unit_conversion c
+                       WHERE c.tenant_id = $1 AND c.item_code = d.item_code AND c.uom = d.uom OFFSET 0) c ON true
+)
+SELECT s.key AS "Key",
+       COALESCE(max(u.base), CASE WHEN min(s.uom) = max(s.uom) THEN NULLIF(min(s.uom), '') END) AS "Uom",
+       sum(s.quantity * u.factor) AS "Quantity",
+       sum(s.net) AS "NetAmount", sum(s.tax) AS "TaxAmount", sum(s.total) AS "TotalAmount"
+FROM s JOIN u ON u.item_code = s.item_code AND u.uom = s.uom
+GROUP BY 1
+ORDER BY 1;
+
+-- name: reconciliation_ledger
+-- Per posting role $2 (in that order): its account (the tenant's own, else the default $3) and its balance at
+-- $4, one role per row. The balance sums the account's entries through gl_entry_account (tenant, account,
+-- date), one lateral lookup per role that the planner cannot flatten (OFFSET 0), as the reports look up their
+-- master rows.
+SELECT r.ord, r.role, r.account_code, a.account_name, COALESCE(g.balance, 0) AS balance
+FROM (SELECT k.ord, k.role, COALESCE(pa.account_code, k.fallback) AS account_code
+      FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS k(role, fallback, ord)
+      LEFT JOIN LATERAL (SELECT pa.account_code FROM posting_account pa
+                         WHERE pa.tenant_id = $1 AND pa.role = k.role OFFSET 0) pa ON true) r
+LEFT JOIN LATERAL (SELECT a.account_name FROM account a
+                   WHERE a.tenant_id = $1 AND a.account_code = r.account_code OFFSET 0) a ON true
+CROSS JOIN LATERAL (SELECT sum(g.debit - g.credit) AS balance FROM gl_entry g
+                    WHERE g.tenant_id = $1 AND g.account_code = r.account_code AND g.entry_date <= $4
+                    OFFSET 0) g
+ORDER BY r.ord;
+
+-- Goods received not invoiced at $2 (gateway/grni.py), over the receipt lines: per stock-tracked line of the
+-- live receipts dated up to $2, what it received (quantity, value in the base currency rounded to its decimals,
+-- 2 for a base currency missing from the catalog) and what live purchase invoices dated up to $2 invoiced of it
+-- (quantity, value relieved: the whole line's value when all of it is invoiced at once, else its share,
+-- rounded; the invoices). The same lines in both statements below; the lines' tenant is compared as IS NOT
+-- DISTINCT FROM, see above.
+
+-- name: grni_not_invoiced_value
+-- The value of the goods received and not invoiced: per receipt line, its value less what invoices relieved.
+SELECT COALESCE(sum(value - relieved), 0) FROM (
+SELECT v.partner_code, v.voucher_id, v.voucher_date, l.line_no, l.item_code, l.uom, l.site_code,
+       l.quantity AS received,
+       round(l.amount * v.exchange_rate,
+             COALESCE((SELECT c.decimal_places FROM tenant t JOIN currency c ON c.tenant_id = t.id
+                       AND c.currency_code = t.base_currency WHERE t.id = $1), 2)) AS value,
+       COALESCE(p.quantity, 0) AS invoiced, COALESCE(p.relieved, 0) AS relieved,
+       COALESCE(p.invoices, '{}') AS invoices
+FROM voucher v
+CROSS JOIN LATERAL (SELECT * FROM voucher_line l WHERE l.voucher_id = v.voucher_id AND l.tenant_id IS NOT DISTINCT FROM $1
+                    AND l.form = 'setReceipt' OFFSET 0) l
+LEFT JOIN LATERAL (
+    SELECT sum(pl.quantity) AS quantity,
+           sum(round(CASE WHEN pl.quantity = l.quantity THEN l.amount
+                          ELSE l.amount * pl.quantity / NULLIF(l.quantity, 0) END * v.exchange_rate,
+                     COALESCE((SELECT c.decimal_places FROM tenant t JOIN currency c ON c.tenant_id = t.id
+                               AND c.currency_code = t.base_currency WHERE t.id = $1), 2))) AS relieved,
+           array_agg(DISTINCT pl.voucher_id) AS invoices
+    FROM (SELECT pl.form, pl.voucher_id, pl.quantity FROM voucher_line pl WHERE pl.receipt_id = l.voucher_id
+          AND pl.receipt_line = l.line_no AND pl.tenant_id IS NOT DISTINCT FROM $1 OFFSET 0) pl
+    CROSS JOIN LATERAL (SELECT pv.form, pv.voucher_date FROM voucher pv
+                        WHERE pv.voucher_id = pl.voucher_id AND pv.tenant_id = $1 OFFSET 0) pv
+    WHERE pl.form = 'setPurchaseInvoice' AND pv.form = pl.form AND pv.voucher_date <= $2) p ON true
+WHERE v.tenant_id = $1 AND v.form = 'setReceipt' AND NOT v.deleted AND v.voucher_date <= $2
+  AND COALESCE((SELECT i.stock_tracked FROM item i WHERE i.tenant_id = l.tenant_id AND i.item_code = l.item_code
+                AND NOT i.deleted OFFSET 0), 0) = 1
+) r;
+
+-- name: grni_open_receipts
+-- getGoodsReceivedNotInvoiced: per supplier, the receipt lines not yet (wholly) invoiced and their open value.
+SELECT partner_code AS "PartnerCode", sum(value - relieved) AS "Value",
+       jsonb_agg(jsonb_build_object(
+           'ReceiptId', voucher_id, 'VoucherDate', voucher_date, 'RefNumber', line_no, 'ItemCode', item_code,
+           'Uom', uom, 'SiteCode', site_code, 'QuantityReceived', received, 'QuantityInvoiced', invoiced,
+           'QuantityOpen', received - invoiced, 'Value', value, 'ValueInvoiced', relieved,
+           'ValueOpen', value - relieved, 'Invoices', invoices) ORDER BY voucher_date, voucher_id, line_no)
+         AS "Lines"
+FROM (
+SELECT v.partner_code, v.voucher_id, v.voucher_date, l.line_no, l.item_code, l.uom, l.site_code,
+       l.quantity AS received,
+       round(l.amount * v.exchange_rate,
+             COALESCE((SELECT c.decimal_places FROM tenant t JOIN currency c ON c.tenant_id = t.id
+                       AND c.currency_code = t.base_currency WHERE t.id = $1), 2)) AS value,
+       COALESCE(p.quantity, 0) AS invoiced, COALESCE(p.relieved, 0) AS relieved,
+       COALESCE(p.invoices, '{}') AS invoices
+FROM voucher v
+CROSS JOIN LATERAL (SELECT * FROM voucher_line l WHERE l.voucher_id = v.voucher_id AND l.tenant_id IS NOT DISTINCT FROM $1
+                    AND l.form = 'setReceipt' OFFSET 0) l
+LEFT JOIN LATERAL (
+    SELECT sum(pl.quantity) AS quantity,
+           sum(round(CASE WHEN pl.quantity = l.quantity THEN l.amount
+                          ELSE l.amount * pl.quantity / NULLIF(l.quantity, 0) END * v.exchange_rate,
+                     COALESCE((SELECT c.decimal_places FROM tenant t JOIN currency c ON c.tenant_id = t.id
+                               AND c.currency_code = t.base_currency WHERE t.id = $1), 2))) AS relieved,
+           array_agg(DISTINCT pl.voucher_id) AS invoices
+    FROM (SELECT pl.form, pl.voucher_id, pl.quantity FROM voucher_line pl WHERE pl.receipt_id = l.voucher_id
+          AND pl.receipt_line = l.line_no AND pl.tenant_id IS NOT DISTINCT FROM $1 OFFSET 0) pl
+    CROSS JOIN LATERAL (SELECT pv.form, pv.voucher_date FROM voucher pv
+                        WHERE pv.voucher_id = pl.voucher_id AND pv.tenant_id = $1 OFFSET 0) pv
+    WHERE pl.form = 'setPurchaseInvoice' AND pv.form = pl.form AND pv.voucher_date <= $2) p ON true
+WHERE v.tenant_id = $1 AND v.form = 'setReceipt' AND NOT v.deleted AND v.voucher_date <= $2
+  AND COALESCE((SELECT i.stock_tracked FROM item i WHERE i.tenant_id = l.tenant_id AND i.item_code = l.item_code
+                AND NOT i.deleted OFFSET 0), 0) = 1
+) r
+WHERE received <> invoiced OR value <> relieved
+GROUP BY partner_code
+ORDER BY partner_code;
+
+-- name: pull_stream_settings
+-- Set for a streamed GetData read (gateway/query.py). Rows must flow from the first moment, never after a sort
+-- of the whole answer: where an index gives the order (the key's always does) it is used, whatever the table's
+-- statistics say. On a never-analysed table of a million customers PostgreSQL otherwise planned a sort of all
+-- of them before the first row (2-3 s).
+SET LOCAL enable_sort = off;
+
+-- Migrations and connections (gateway/db.py).
+
+-- name: migration_lock
+-- The lock ($1, gateway/db.py _MIGRATION_LOCK) every process migrating this database takes first.
+SELECT pg_advisory_lock($1);
+
+-- name: migration_unlock
+SELECT pg_advisory_unlock($1);
+
+-- name: migration_table
+-- The record of the migrations applied.
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version text PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+
+-- name: migration_versions
+SELECT version FROM schema_migrations;
+
+-- name: migration_applied
+INSERT INTO schema_migrations (version, name) VALUES ($1, $2);
+
+-- name: session_unlock_all
+-- Releases every session advisory lock of the connection (what a request cut short left behind).
+SELECT pg_advisory_unlock_all();
+
+-- name: ready_ping
+-- The readiness probe's round trip.
+SELECT 1;
+
+-- name: tenant_lock_table
+-- The first run's demo tenant is created once, whichever process gets here first.
+LOCK TABLE tenant IN EXCLUSIVE MODE;

@@ -24,7 +24,7 @@ import pytest
 from books_year import BASE, MASTERS, YEAR, Year
 from conftest import add_user, assert_envelope, issue_token, plan_scans
 
-from gateway import reconciliation
+from gateway.db import QUERIES
 from gateway.forms import Registry
 from gateway.posting import ROLE_DEFAULTS
 from gateway.tenants import create_tenant
@@ -113,7 +113,7 @@ async def test_a_seeded_year_of_books_ties(books: Books) -> None:
           == {"receivable": "131", "payable": "331", "inventory": "1561", "goods_received_not_invoiced": "3388"},
           f"control accounts {[(r, year_end[r]['AccountCode']) for r in CONTROL_ROLES]}")
     # The control accounts read through gl_entry_account, by tenant and account, never by a scan.
-    raw = await books.db.fetchval(f"EXPLAIN (FORMAT JSON) {reconciliation.LEDGER}", books.tenant_id,
+    raw = await books.db.fetchval("EXPLAIN (FORMAT JSON) " + QUERIES["reconciliation_ledger"], books.tenant_id,
                                   CONTROL_ROLES, [ROLE_DEFAULTS[r] for r in CONTROL_ROLES], dt.date(YEAR, 12, 31))
     scans = [s for s in plan_scans((json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"])
              if s["Relation Name"] == "gl_entry"]

@@ -20,7 +20,8 @@ from conftest import assert_envelope, plan_scans
 from test_cli import Gateway, gateway  # noqa: F401  (the CLI fixture)
 from test_ledger import LedgerApi, sale, sale_line
 
-from gateway import costing, posting
+from gateway import costing
+from gateway.db import QUERIES
 
 D = Decimal
 
@@ -371,18 +372,18 @@ async def test_costing_reads_and_writes_by_key_on_never_analysed_tables(books: L
     start = [[dt.date(2026, 6, 1)] * 10, [3] * 10, ["setSaleInvoice"] * 10, ["O5"] * 10, [1] * 10]
     text = ["1"] * 100
     statements = {
-        "stored moves": (costing.STORED_MOVES, ["setSaleInvoice", ids]),
-        "moves from": (costing.MOVES_FROM, [items, *start]),
-        "state before": (costing.STATE_BEFORE, [items, ["K1"] * 10, *start]),
-        "cited": (costing.CITED, [["setSaleInvoice"] * 100, ids, [1] * 100, ["IT1"] * 100]),
-        "update": (costing.UPDATE_MOVES, [[(0, n) for n in range(1, 101)], text, text, text, text]),
-        "entries": (costing.REPLACE_ENTRIES, [["setSaleInvoice"] * 100, ids, [1] * 100, ["setSaleInvoice"] * 100,
-                                              ids, [1] * 100, [dt.date(2026, 6, 1)] * 100, ["632"] * 100, text,
-                                              text, [None] * 100, [None] * 100]),
+        "stored moves": (QUERIES["costing_stored_moves"], ["setSaleInvoice", ids]),
+        "moves from": (QUERIES["costing_moves_from"], [items, *start]),
+        "state before": (QUERIES["costing_state_before"], [items, ["K1"] * 10, *start]),
+        "cited": (QUERIES["costing_cited"], [["setSaleInvoice"] * 100, ids, [1] * 100, ["IT1"] * 100]),
+        "update": (QUERIES["costing_update_moves"], [[(0, n) for n in range(1, 101)], text, text, text, text]),
+        "entries": (QUERIES["costing_replace_entries"],
+                    [["setSaleInvoice"] * 100, ids, [1] * 100, ["setSaleInvoice"] * 100, ids, [1] * 100,
+                     [dt.date(2026, 6, 1)] * 100, ["632"] * 100, text, text, [None] * 100, [None] * 100]),
     }
     for name, (sql, args) in statements.items():
         async with db.transaction():
-            await db.execute(posting.PLAN_SETTINGS)
+            await db.execute(QUERIES["voucher_write_settings"])
             raw = await db.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", tenant, *args)
         for scan in plan_scans(json.loads(raw) if isinstance(raw, str) else raw):
             where = f"{name}: {scan['Node Type']} on {scan['Relation Name']}"
@@ -446,3 +447,16 @@ async def test_concurrent_replacements_cancellations_and_back_dated_vouchers_kee
     assert [a["code"] for a in answers] == [200] * len(work), answers
     await assert_chain(db)
     await assert_ties(books, db, "2026-01-31", "2026-02-28", "2026-03-31")
+
+
+def test_the_stock_report_values_stock_as_the_reconciliation_does() -> None:
+    """The stock report's value and the inventory sub-ledger (costing_stock_value) sum one formula: what each
+    movement added (cost in) and took (cost out), less what it wrote off."""
+    change = "sum(CASE WHEN qty_out <> 0 THEN -COALESCE(cost, 0) ELSE COALESCE(cost, 0) END - COALESCE(writeoff, 0))"
+
+    def words(sql: str) -> str:
+        text = " ".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+        return " ".join(text.replace("(", "( ").replace(")", " )").split())
+
+    for name in ("costing_stock_value", "report_stock_all", "report_stock_item"):
+        assert words(change) in words(QUERIES[name]), name

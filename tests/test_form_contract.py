@@ -294,7 +294,7 @@ def test_a_posting_rule_that_allocates_to_an_unknown_form_fails_loading(tmp_path
         "import dataclasses\n"
         "from forms import postings, vouchers\n"
         "FORMS = [dataclasses.replace(f, posting=dataclasses.replace(postings.CASH_RECEIPT,"
-        " allocates='setSaleInvoce')) if f.name == 'setCashReceipt' else dataclasses.replace(f)"
+        " allocates='setSaleInvoce')) if f.name == 'setCashReceipt' else f"
         " for f in vouchers.FORMS]\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     modules = [m for m in FORM_MODULES if m != "forms.vouchers"]

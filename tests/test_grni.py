@@ -336,11 +336,11 @@ async def test_grni_statements_read_by_key_on_never_analysed_tables(books: GrniA
         "lock receipts": (QUERIES["grni_lock_receipts"], [["R1", "setReceipt7"]]),
         "receipt lines": (QUERIES["grni_receipt_lines"], [["R1", "setReceipt7"], [1, 2]]),
         "invoiced": (QUERIES["grni_invoiced"], [["R1", "setReceipt7"], ids]),
-        "report": (grni.OPEN_RECEIPTS, [dt.date(2026, 12, 31)]),
+        "report": (QUERIES["grni_open_receipts"], [dt.date(2026, 12, 31)]),
     }
     for name, (sql, args) in statements.items():
         async with db.transaction():
-            await db.execute(posting.PLAN_SETTINGS)
+            await db.execute(QUERIES["voucher_write_settings"])
             raw = await db.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", tenant, *args)
         for scan in plan_scans(json.loads(raw) if isinstance(raw, str) else raw):
             table = scan["Relation Name"]
@@ -355,3 +355,21 @@ async def test_grni_statements_read_by_key_on_never_analysed_tables(books: GrniA
                 assert "tenant_id" in keyed, where
             if table == "item":
                 assert "item_code" in keyed, where
+
+
+def _words(sql: str) -> str:
+    """SQL with comments dropped and whitespace evened out, for comparing texts laid out differently."""
+    text = " ".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    return " ".join(text.replace("(", "( ").replace(")", " )").split())
+
+
+def test_the_sub_ledger_statements_count_by_the_posting_formulas() -> None:
+    """sql/queries.sql writes out the formulas the posting rules build from grni.py's fragments: what the
+    sub-ledger counts stays what was posted."""
+    fragments = [grni.base_round("l.amount * v.exchange_rate"),
+                 grni.relief("pl.quantity", "l.quantity", "l.amount", "v.exchange_rate"),
+                 grni.same_tenant("l.tenant_id"), grni.same_tenant("pl.tenant_id"), grni.STOCK_TRACKED,
+                 f"l.form = '{grni.RECEIPT_FORM}'", f"pl.form = '{grni.INVOICE_FORM}'"]
+    for name in ("grni_not_invoiced_value", "grni_open_receipts"):
+        for fragment in fragments:
+            assert _words(fragment) in _words(QUERIES[name]), (name, fragment)

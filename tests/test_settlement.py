@@ -451,7 +451,7 @@ PLAN_TABLES = ("voucher", "voucher_line", "gl_entry", "voucher_allocation")
 
 async def _scans(conn: asyncpg.Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
     async with conn.transaction():
-        await conn.execute(posting.PLAN_SETTINGS)
+        await conn.execute(QUERIES["voucher_write_settings"])
         raw = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args)
     return plan_scans(json.loads(raw) if isinstance(raw, str) else raw)
 

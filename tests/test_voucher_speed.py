@@ -70,7 +70,7 @@ async def test_a_dry_run_takes_no_number(vapi: VoucherApi, db: asyncpg.Connectio
 
 async def _explain(conn: asyncpg.Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
     async with conn.transaction():
-        await conn.execute(posting.PLAN_SETTINGS)
+        await conn.execute(QUERIES["voucher_write_settings"])
         raw = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args)
     return plan_scans(json.loads(raw) if isinstance(raw, str) else raw)
 
@@ -120,7 +120,7 @@ async def test_write_plans_start_from_the_batch_keys_on_never_analysed_tables(
     statements = {
         "lines and postings": (vouchers.write_statement(form), arrays),
         "header upsert": (QUERIES["voucher_upsert"], vouchers._header_arrays(form, ids, docs)),
-        "unpost": (posting.UNPOST_WITH_LINES, [ids]),
+        "unpost": (QUERIES["voucher_unpost_with_lines"], [ids]),
         "repost": (form.posting.statement(posting.STORED_SOURCES), [ids]),
         "stored numbers": (QUERIES["voucher_stored_numbers"], [ids]),
         "locked period": (QUERIES["voucher_locked"], [ids, dt.date(2026, 1, 31)]),
