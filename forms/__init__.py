@@ -17,4 +17,5 @@ FORM_MODULES = (
     "forms.tax_code",
     "forms.vouchers",
     "gateway.reports",
+    "gateway.audit",  # getAuditLog
 )

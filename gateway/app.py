@@ -25,18 +25,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import auth, feed, idempotency, sync
+from . import audit, auth, feed, idempotency, keys, permissions, sync, tokens
 from .body import check_shape, nul_path, too_deep
 from .config import Settings
 from .db import QUERIES, create_pool, database_url
 from .errors import (
     BadRequest,
-    Forbidden,
     GatewayError,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
+    Unauthorized,
     shorten,
 )
 from .forms import GET_DATA, SYNC_DATA, SYNC_VOUCHER, Registry, build_registry
@@ -120,7 +120,8 @@ class Gateway:
     def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
         self.registry = registry
-        self.tokens = auth.TokenService(settings.resolved_secret(), settings.token_ttl_seconds,
+        # Signed with the current key, verified with any key still known (gateway/keys.py).
+        self.tokens = auth.TokenService(keys.key_ring(settings), settings.token_ttl_seconds,
                                         settings.jwt_issuer, settings.jwt_audience)
         self.cursors = feed.Cursors(settings.resolved_secret())
         self.pool: asyncpg.Pool | None = None
@@ -146,40 +147,110 @@ async def get_token(request: Request) -> Response:
     except auth.LoginThrottled:
         await auth.tarpit()
         raise
-    return success("Success", token={"accesstoken": issued.token, "expires": utc_iso(issued.expires)})
+    answer = {"accesstoken": issued.token, "expires": utc_iso(issued.expires)}
+    # A refresh token only when asked for: Fast's clients never send `refresh`, and get Fast's answer exactly.
+    if lowered.get("refresh") is True:
+        refresh = await tokens.start_family(gw.require_pool(), issued, gw.settings.refresh_ttl_seconds)
+        answer.update(refreshtoken=refresh.token, refreshexpires=utc_iso(refresh.expires))
+    return success("Success", token=answer)
+
+
+def _refresh_token_field(body: dict[str, Any]) -> Any:
+    return next((v for k, v in body.items() if k.lower() == "refreshtoken"), None)
+
+
+async def refresh_token(request: Request) -> Response:
+    """A new access token and a new refresh token for a refresh token, which is spent (gateway/tokens.py)."""
+    gw: Gateway = request.app.state.gateway
+    presented = _refresh_token_field(await read_json_object(request, 64 * 1024))
+    if not isinstance(presented, str) or not presented:
+        raise BadRequest("Field 'refreshtoken' is a required string")
+    issued, refresh = await tokens.refresh(gw.require_pool(), gw.tokens, presented, gw.settings.refresh_ttl_seconds)
+    structlog.contextvars.bind_contextvars(user=issued.username)
+    return success("Success", token={"accesstoken": issued.token, "expires": utc_iso(issued.expires),
+                                     "refreshtoken": refresh.token, "refreshexpires": utc_iso(refresh.expires)})
+
+
+async def revoke_token(request: Request) -> Response:
+    """Log out, with the access token: `refreshtoken` revokes that refresh token's family, `"all": true`
+    every family of the caller; the access tokens handed out with them, and the one presented, are refused from
+    then on."""
+    gw: Gateway = request.app.state.gateway
+    pool = gw.require_pool()
+    claims = auth.claims_from_header(gw.tokens, request.headers.get("authorization"))
+    structlog.contextvars.bind_contextvars(user=claims["sub"], tenant=claims["tenant"])
+    body = await read_json_object(request, 64 * 1024)
+    presented = _refresh_token_field(body)
+    everything = next((v for k, v in body.items() if k.lower() == "all"), None) is True
+    if everything == (presented is not None):
+        raise BadRequest("Send 'refreshtoken' (one session) or 'all': true (every session), not both")
+    if not everything and (not isinstance(presented, str) or not presented):
+        raise BadRequest("Field 'refreshtoken' is a required string")
+    async with pool.acquire() as conn:
+        await auth.principal_for(conn, claims)  # a token already ended revokes nothing
+        revoked = await tokens.revoke(conn, claims, presented, everything)
+    return success("Success", revoked=revoked)
 
 
 def _endpoint_handler(endpoint: str) -> Callable[[Request], Awaitable[Response]]:
     async def handler(request: Request) -> Response:
         gw: Gateway = request.app.state.gateway
         pool = gw.require_pool()
-        # A forged or expired token is refused before its body is read.
-        claims = auth.claims_from_header(gw.tokens, request.headers.get("authorization"))
+        # A forged or expired token is refused before its body is read (and audited, on a connection of its own).
+        try:
+            claims = auth.claims_from_header(gw.tokens, request.headers.get("authorization"))
+        except Unauthorized as exc:
+            await audit.token_refused(pool, exc)
+            raise
         structlog.contextvars.bind_contextvars(user=claims["sub"], tenant=claims["tenant"])
-        raw = await read_body(request, gw.settings.max_body_bytes)
-        body = decode_object(raw, gw.settings.max_records)
-        form, op = gw.registry.resolve(endpoint, next((v for k, v in body.items() if k.lower() == "form"), None))
+        # From here on every outcome of a write, a refusal too, leaves one audit row (gateway/audit.py); a read
+        # leaves none.
+        trail = audit.WriteTrail(endpoint, claims, request.headers.get(idempotency.HEADER),
+                                 gw.settings.audit_retention_days)
+        try:
+            raw = await read_body(request, gw.settings.max_body_bytes)
+            body = decode_object(raw, gw.settings.max_records)
+            form, op = gw.registry.resolve(endpoint,
+                                           next((v for k, v in body.items() if k.lower() == "form"), None))
+        except Exception as exc:
+            if endpoint != GET_DATA:
+                await trail.refused(pool, exc)  # on a connection of its own: the request holds none yet
+            raise
         structlog.contextvars.bind_contextvars(form=form.name if op == "sync" else form.get_name)
+        # Permissions per role and form, resolved in memory (gateway/permissions.py): a tenant's own role comes
+        # with the user's row that principal_for reads anyway.
+        policy = permissions.policy_for(gw.registry)
         if op == "get":
             out: dict[str, Any] | Response
             async with pool.acquire() as conn:
                 principal = await auth.principal_for(conn, claims)
+                principal.require(policy, permissions.READ, form, form.get_name)
                 # A catalog's pull without `limit` is streamed: it reads on a connection of its own from the pool.
                 out = await form.pull(conn, principal.tenant_id, body, pool=pool, cursors=gw.cursors)
             return out if isinstance(out, Response) else success("SUCCESS", **out)
 
-        if claims["role"] not in auth.WRITE_ROLES:
-            raise Forbidden(f"Role '{claims['role']}' may read but not write")
-        nul = nul_path(raw, body)
-        if nul is not None:
-            raise BadRequest(f"The text at {shorten(nul, tail=32)} holds a NUL character (\\u0000), which cannot be "
-                             "stored", field=shorten(nul, tail=32))
-        key = idempotency.check_key(request.headers.get(idempotency.HEADER))
-        work = sync.plan(form, body, gw.settings.max_records)  # validation holds no connection
-        # One connection per request: the user's current state, then the work.
-        async with pool.acquire() as conn:
+        trail.form = form.name
+        try:
+            if permissions.is_builtin(claims["role"]):
+                # Refused before the records are validated when the token's role settles it; the role is the
+                # user's (a role change ends the tokens issued before it), checked again below with the deletes
+                # known.
+                policy.require(claims["role"], None, permissions.WRITE, form, form.name)
+            nul = nul_path(raw, body)
+            if nul is not None:
+                raise BadRequest(f"The text at {shorten(nul, tail=32)} holds a NUL character (\\u0000), which cannot "
+                                 "be stored", field=shorten(nul, tail=32))
+            key = idempotency.check_key(request.headers.get(idempotency.HEADER))
+            work = sync.plan(form, body, gw.settings.max_records)  # validation holds no connection
+        except Exception as exc:
+            await trail.refused(pool, exc)  # on a connection of its own: the request holds none yet
+            raise
+
+        async def write(conn: asyncpg.Connection) -> Response:
             principal = await auth.principal_for(conn, claims)
-            principal.require_write()
+            principal.require(policy, permissions.WRITE, form, form.name)
+            if work.batch.deletes:  # master records with action "delete", vouchers with Status "0"
+                principal.require(policy, permissions.DELETE, form, form.name)
             if key is None:
                 return _synced(await sync.apply(conn, principal.tenant_id, work))
             stored = await idempotency.begin(conn, principal.tenant_id, key, idempotency.fingerprint(endpoint, raw))
@@ -208,6 +279,17 @@ def _endpoint_handler(endpoint: str) -> Callable[[Request], Awaitable[Response]]
                     await idempotency.release(conn, principal.tenant_id, key)
                 raise
             await idempotency.finish(conn, tenant_id, key, response.status_code, bytes(response.body), stored=kept)
+            return response
+
+        # One connection per request: the user's current state, the work, then its audit row (one statement,
+        # committed on its own: a refused request, rolled back, is audited too).
+        async with pool.acquire() as conn:
+            try:
+                response = await write(conn)
+            except Exception as exc:
+                await trail.refused(conn, exc)
+                raise
+            await trail.answered(conn, response)
             return response
 
     handler.__name__ = endpoint
@@ -299,6 +381,7 @@ class RequestContext:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         start = time.perf_counter()
         status = 500
+        audited = audit.begin_request(request_id, scope.get("client"), start)  # what its audit rows carry
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -312,6 +395,7 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            audit.end_request(audited)
             log.info("request", method=scope["method"], path=scope["path"], status=status,
                      ms=round((time.perf_counter() - start) * 1000, 2))
 
@@ -355,6 +439,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     routes = [
         Route("/api/getToken", get_token, methods=["POST"]),
+        Route("/api/refreshToken", refresh_token, methods=["POST"]),
+        Route("/api/revokeToken", revoke_token, methods=["POST"]),
         Route("/api/SyncData", _endpoint_handler(SYNC_DATA), methods=["POST"]),
         Route("/api/SyncVoucher", _endpoint_handler(SYNC_VOUCHER), methods=["POST"]),
         Route("/api/GetData", _endpoint_handler(GET_DATA), methods=["POST"]),

@@ -13,20 +13,22 @@ import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from . import audit
 from .db import QUERIES
-from .errors import Forbidden, InvalidCredentials, TooManyRequests, Unauthorized
+from .errors import InvalidCredentials, TooManyRequests, Unauthorized
+from .keys import BadHeader, KeyRing, token_kid
+from .permissions import ROLES, Policy  # noqa: F401 - ROLES: the built-in roles' names, as before
 
-ROLES = ("admin", "writer", "reader")
 # The user's token version when the token was issued; passwd, disable and a role change bump it. Tokens
 # issued before the claim existed have none and count as version 0.
 VERSION_CLAIM = "ver"
-WRITE_ROLES = frozenset({"admin", "writer"})
 MAX_USERNAME = 128  # app_user.username's limit: a longer name is no user's
 
 # Passwords are verified on threads of their own (argon2-cffi releases the GIL while it hashes), so that a
@@ -151,21 +153,32 @@ class Principal:
     tenant_id: int
     tenant: str
     role: str
+    # The permissions of the role when it is one of the tenant's own (user_for_token reads them with the user);
+    # None for a built-in role, which the policy knows in memory.
+    permissions: tuple[str, ...] | None = None
 
-    def require_write(self) -> None:
-        if self.role not in WRITE_ROLES:
-            raise Forbidden(f"Role '{self.role}' may read but not write")
+    def require(self, policy: Policy, action: str, form: Any, shown: str) -> None:
+        """Refuse (403) unless the user's role has `action` on `form` (gateway/permissions.py)."""
+        policy.require(self.role, self.permissions, action, form, shown)
 
 
 @dataclass(frozen=True)
 class IssuedToken:
     token: str
     expires: dt.datetime
+    # What a refresh token handed out with it records (gateway/tokens.py): the token version the login saw,
+    # so that a password change between the login and the refresh token's row still ends the family.
+    jti: str = ""
+    username: str = ""
+    version: int = 0
 
 
 class TokenService:
-    def __init__(self, secret: str, ttl_seconds: int, issuer: str, audience: str) -> None:
-        self._secret = secret
+    """Issues access tokens signed with the current key (its id in the `kid` header) and verifies them with
+    the key their kid names (gateway/keys.py); a plain secret is a key ring of that one key."""
+
+    def __init__(self, secret: str | KeyRing, ttl_seconds: int, issuer: str, audience: str) -> None:
+        self._keys = secret if isinstance(secret, KeyRing) else KeyRing(secret)
         self._ttl = ttl_seconds
         self._issuer = issuer
         self._audience = audience
@@ -174,6 +187,7 @@ class TokenService:
               version: int = 0) -> IssuedToken:
         now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
         expires = now + dt.timedelta(seconds=self._ttl)
+        jti = uuid.uuid4().hex
         claims = {
             "sub": username,
             "tenant": tenant,
@@ -181,17 +195,28 @@ class TokenService:
             VERSION_CLAIM: version,
             "iat": int(now.timestamp()),
             "exp": int(expires.timestamp()),
-            "jti": uuid.uuid4().hex,
+            "jti": jti,
             "iss": self._issuer,
             "aud": self._audience,
         }
-        return IssuedToken(jwt.encode(claims, self._secret, algorithm="HS256"), expires)
+        key = self._keys.current().current
+        return IssuedToken(jwt.encode(claims, key.secret, algorithm="HS256", headers={"kid": key.kid}), expires,
+                           jti=jti, username=username, version=version)
 
     def decode(self, token: str) -> dict:
         try:
+            kid = token_kid(token)
+        except BadHeader:
+            raise Unauthorized("Token is invalid") from None
+        # No kid: a token issued before keys had ids, verified with the base key. An unknown or retired kid
+        # is refused like a wrong signature.
+        key = self._keys.lookup(kid)
+        if key is None:
+            raise Unauthorized("Token is invalid")
+        try:
             return jwt.decode(
                 token,
-                self._secret,
+                key.secret,
                 algorithms=["HS256"],  # never "none", never whatever the token's header claims
                 audience=self._audience,
                 issuer=self._issuer,
@@ -258,7 +283,12 @@ async def login(pool: asyncpg.Pool, tokens: TokenService, username: str, passwor
     verifying = False
     try:
         async with pool.acquire() as conn:
-            await count_attempt(conn, client, name)
+            try:
+                await count_attempt(conn, client, name)
+            except LoginThrottled as exc:
+                await audit.user_event(conn, audit.LOGIN_THROTTLED, name, endpoint="getToken", status=exc.code,
+                                       detail=exc.message)
+                raise
             row = await conn.fetchrow(QUERIES["user_for_login"], name) if name == username else None
         verifying = True
         ok = await _verifier.verify(row["password_hash"] if row else None, password)
@@ -266,9 +296,13 @@ async def login(pool: asyncpg.Pool, tokens: TokenService, username: str, passwor
         if not verifying:
             _verifier.release()
     if not ok or row is None or row["disabled"]:
+        # The client's answer is the same whatever the reason; the audit log, for the tenant's admins, says which.
+        reason = "unknown user" if row is None else "wrong password" if not ok else "user disabled"
+        await audit.user_event(pool, audit.LOGIN_FAILED, name, endpoint="getToken", status=401, detail=reason)
         raise InvalidCredentials()
     async with pool.acquire() as conn:
         await conn.execute(QUERIES["login_attempt_succeeded"], client, name)
+        await audit.user_event(conn, audit.LOGIN, name, endpoint="getToken", status=200)
     return tokens.issue(row["username"], row["tenant_code"], row["role"], version=row["token_version"])
 
 
@@ -278,7 +312,7 @@ def claims_from_header(tokens: TokenService, header: str | None) -> dict:
 
 
 async def principal_for(conn: asyncpg.Connection, claims: dict) -> Principal:
-    row = await conn.fetchrow(QUERIES["user_for_token"], claims["sub"])
+    row = await conn.fetchrow(QUERIES["user_for_token"], claims["sub"], claims["jti"])
     # A token outlives nothing: a disabled user, a changed password or a moved user all end it. The version
     # is exact where timestamps are not (a token issued in the second of a disable); the timestamp still
     # ends the tokens issued before versions existed, which all carry version 0.
@@ -288,7 +322,11 @@ async def principal_for(conn: asyncpg.Connection, claims: dict) -> Principal:
         or row["tenant_code"] != claims["tenant"]
         or claims.get(VERSION_CLAIM, 0) != row["token_version"]
         or claims["iat"] < row["tokens_valid_after_epoch"]
+        or row["access_revoked"]
     ):
-        raise Unauthorized("Token is no longer valid")
+        refused = Unauthorized("Token is no longer valid")
+        await audit.token_refused(conn, refused, claims)  # the claims are signed: the user and tenant are known
+        raise refused
+    permissions = row["role_permissions"]
     return Principal(username=row["username"], tenant_id=row["tenant_id"], tenant=row["tenant_code"],
-                     role=row["role"])
+                     role=row["role"], permissions=None if permissions is None else tuple(permissions))

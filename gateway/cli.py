@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from . import auth, costing, tenants
+from . import audit, auth, costing, keys, permissions, tenants
 from .config import ConfigError, Settings
 from .db import QUERIES, connect, database_url, migrate
 
@@ -261,9 +261,11 @@ def cmd_user_add(args: argparse.Namespace, settings: Settings) -> None:
         tenant = await conn.fetchrow(QUERIES["tenant_by_code"], args.tenant)
         if tenant is None:
             raise CliError(f"no tenant {args.tenant!r}; create it with: gateway tenant add {args.tenant}")
+        password_hash = auth.hash_password(password)
         try:
-            await conn.fetchval(QUERIES["user_add"], tenant["id"], args.username,
-                                auth.hash_password(password), args.role)
+            async with conn.transaction():
+                await _check_role(conn, tenant["id"], args.tenant, args.role)
+                await conn.fetchval(QUERIES["user_add"], tenant["id"], args.username, password_hash, args.role)
         except asyncpg.UniqueViolationError:
             raise CliError(f"user {args.username!r} exists already") from None
 
@@ -275,8 +277,10 @@ def cmd_user_passwd(args: argparse.Namespace, settings: Settings) -> None:
     password = _read_password(args)
 
     async def work(conn: asyncpg.Connection) -> None:
-        if await conn.fetchval(QUERIES["user_passwd"], args.username, auth.hash_password(password)) is None:
-            raise CliError(f"no user {args.username!r}")
+        async with conn.transaction():  # the change and its audit row commit together
+            if await conn.fetchval(QUERIES["user_passwd"], args.username, auth.hash_password(password)) is None:
+                raise CliError(f"no user {args.username!r}")
+            await audit.admin_event(conn, audit.PASSWORD_CHANGED, args.username)
 
     asyncio.run(_with_db(settings, work))
     print(f"password of {args.username!r} changed; tokens issued before now are refused")
@@ -284,23 +288,135 @@ def cmd_user_passwd(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_user_role(args: argparse.Namespace, settings: Settings) -> None:
     async def work(conn: asyncpg.Connection) -> None:
-        if await conn.fetchval(QUERIES["user_set_role"], args.username, args.role) is None:
-            raise CliError(f"no user {args.username!r}")
+        async with conn.transaction():
+            user = await conn.fetchrow(QUERIES["user_tenant"], args.username)
+            if user is None:
+                raise CliError(f"no user {args.username!r}")
+            await _check_role(conn, user["tenant_id"], user["tenant_code"], args.role)
+            if await conn.fetchval(QUERIES["user_set_role"], args.username, args.role) is None:
+                raise CliError(f"no user {args.username!r}")
+            await audit.admin_event(conn, audit.ROLE_CHANGED, args.username, f"role {args.role}")
 
     asyncio.run(_with_db(settings, work))
     print(f"role of {args.username!r} set to {args.role}; tokens issued before now are refused")
 
 
+# --- roles: built-in (gateway/permissions.py) and the tenants' own (table tenant_role) ---------------------
+
+async def _check_role(conn: asyncpg.Connection, tenant_id: int, tenant_code: str, role: str) -> None:
+    """Refuse a role that is neither built in nor the tenant's own. Run in the transaction that gives the role:
+    the tenant's role is then kept from being deleted until the user holding it is committed."""
+    if permissions.is_builtin(role):
+        return
+    if await conn.fetchval(QUERIES["role_for_tenant"], tenant_id, role) is None:
+        raise CliError(f"invalid choice: {role!r}: neither a built-in role ({', '.join(permissions.ROLES)}) nor "
+                       f"a role of tenant {tenant_code!r} (see: gateway role list --tenant {tenant_code})")
+
+
+def _permission_text(texts: Sequence[str]) -> str:
+    return " ".join(texts)
+
+
+def cmd_role_list(args: argparse.Namespace, settings: Settings) -> None:
+    async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+        if args.tenant is not None and await conn.fetchrow(QUERIES["tenant_by_code"], args.tenant) is None:
+            raise CliError(f"no tenant {args.tenant!r}")
+        return await conn.fetch(QUERIES["role_list"], args.tenant)
+
+    rows = asyncio.run(_with_db(settings, work))
+    builtin = [("(built-in)", name, "-", _permission_text(texts) + (" and the admin-only forms" if
+                                                                    name == permissions.ADMIN else ""))
+               for name, texts in permissions.BUILTIN_ROLES.items()]
+    print(_table(("TENANT", "ROLE", "USERS", "PERMISSIONS"),
+                 [*builtin, *((r["tenant"], r["name"], r["users"], _permission_text(r["permissions"])) for r in rows)]))
+
+
+def cmd_role_create(args: argparse.Namespace, settings: Settings) -> None:
+    if not permissions.ROLE_NAME.fullmatch(args.name):
+        raise CliError("role name: a lower-case letter, then up to 63 lower-case letters, digits, '_', '.' or '-'")
+    if permissions.is_builtin(args.name):
+        raise CliError(f"{args.name!r} is a built-in role; choose another name")
+    try:
+        checked = permissions.policy_for(_registry()).check(args.allow)
+    except permissions.InvalidPermission as exc:
+        raise CliError(str(exc)) from None
+    texts = list(dict.fromkeys(str(p) for p in checked))  # as written once, in the order given
+
+    async def work(conn: asyncpg.Connection) -> None:
+        tenant = await conn.fetchrow(QUERIES["tenant_by_code"], args.tenant)
+        if tenant is None:
+            raise CliError(f"no tenant {args.tenant!r}")
+        try:
+            await conn.fetchval(QUERIES["role_create"], tenant["id"], args.name, texts)
+        except asyncpg.UniqueViolationError:
+            raise CliError(f"role {args.name!r} exists already in tenant {args.tenant!r}") from None
+
+    asyncio.run(_with_db(settings, work))
+    print(f"role {args.name!r} created in tenant {args.tenant!r}: {_permission_text(texts)}")
+
+
+def cmd_role_delete(args: argparse.Namespace, settings: Settings) -> None:
+    if permissions.is_builtin(args.name):
+        raise CliError(f"{args.name!r} is a built-in role; it cannot be deleted")
+
+    async def work(conn: asyncpg.Connection) -> None:
+        tenant = await conn.fetchrow(QUERIES["tenant_by_code"], args.tenant)
+        if tenant is None:
+            raise CliError(f"no tenant {args.tenant!r}")
+        async with conn.transaction():
+            if await conn.fetchval(QUERIES["role_lock"], tenant["id"], args.name) is None:
+                raise CliError(f"no role {args.name!r} in tenant {args.tenant!r}")
+            holders = [r["username"] for r in await conn.fetch(QUERIES["role_holders"], tenant["id"], args.name)]
+            if holders:
+                # A user left with a deleted role would be refused everything: give them another role first.
+                raise CliError(f"role {args.name!r} is held by {', '.join(map(repr, holders))}; give them "
+                               "another role first (gateway user role USER ROLE)")
+            await conn.fetchval(QUERIES["role_delete"], tenant["id"], args.name)
+
+    asyncio.run(_with_db(settings, work))
+    print(f"role {args.name!r} deleted from tenant {args.tenant!r}")
+
+
 def _set_disabled(disabled: bool) -> Callable[[argparse.Namespace, Settings], None]:
     def command(args: argparse.Namespace, settings: Settings) -> None:
         async def work(conn: asyncpg.Connection) -> None:
-            if await conn.fetchval(QUERIES["user_set_disabled"], args.username, disabled) is None:
-                raise CliError(f"no user {args.username!r}")
+            async with conn.transaction():  # the change and its audit row commit together
+                if await conn.fetchval(QUERIES["user_set_disabled"], args.username, disabled) is None:
+                    raise CliError(f"no user {args.username!r}")
+                await audit.admin_event(conn, audit.USER_DISABLED if disabled else audit.USER_ENABLED, args.username)
 
         asyncio.run(_with_db(settings, work))
         print(f"user {args.username!r} {'disabled; its tokens are refused' if disabled else 'enabled'}")
 
     return command
+
+
+def cmd_audit_purge(args: argparse.Namespace, settings: Settings) -> None:
+    days = settings.audit_retention_days if args.days is None else args.days
+    if days < 1:
+        raise CliError("--days must be at least 1")
+
+    async def work(conn: asyncpg.Connection) -> int:
+        return await audit.purge_all(conn, days)
+
+    deleted = asyncio.run(_with_db(settings, work))
+    print(f"audit log: {deleted} rows older than {days} days deleted")
+
+
+def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> None:
+    new, retired = keys.rotate(settings)
+    print(f"key {new.kid} signs from now on; the keys before it verify until their tokens expire"
+          + "".join(f"\nkey {key.kid} retired: its tokens have all expired" for key in retired))
+
+
+def cmd_keys_retire(args: argparse.Namespace, settings: Settings) -> None:
+    if keys.retire(settings, args.kid) is None:
+        raise CliError(f"no key {args.kid!r}")
+    print(f"key {args.kid} retired: the tokens it signed are refused")
+
+
+def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> None:
+    print(_table(("KID", "CREATED", "SUPERSEDED", "STATUS"), keys.listing(settings)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -361,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     u_add = user.add_parser("add", help="create a user")
     u_add.add_argument("username")
     u_add.add_argument("--tenant", required=True)
-    u_add.add_argument("--role", choices=auth.ROLES, default="writer")
+    u_add.add_argument("--role", default="writer", help="a built-in role or one of the tenant's (default writer)")
     password_opts(u_add)
     u_add.set_defaults(func=cmd_user_add)
 
@@ -372,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     u_role = user.add_parser("role", help="change a user's role (its tokens are refused from then on)")
     u_role.add_argument("username")
-    u_role.add_argument("role", choices=auth.ROLES)
+    u_role.add_argument("role", help="a built-in role or one of the user's tenant's (gateway role list)")
     u_role.set_defaults(func=cmd_user_role)
 
     for name, disabled in (("disable", True), ("enable", False)):
@@ -383,6 +499,34 @@ def build_parser() -> argparse.ArgumentParser:
     u_list = user.add_parser("list", help="list the users")
     u_list.add_argument("--tenant", help="only this tenant's users")
     u_list.set_defaults(func=cmd_user_list)
+
+    audit_log = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
+    a_purge = audit_log.add_parser("purge", help="delete the rows older than the retention")
+    a_purge.add_argument("--days", type=int, help="keep this many days (default: GATEWAY_AUDIT_RETENTION_DAYS, 365)")
+    a_purge.set_defaults(func=cmd_audit_purge)
+
+    key = sub.add_parser("keys", help="JWT signing keys").add_subparsers(dest="action", required=True)
+    key.add_parser("rotate", help="a new signing key; the old ones verify until their tokens expire"
+                   ).set_defaults(func=cmd_keys_rotate)
+    k_retire = key.add_parser("retire", help="refuse the tokens a key signed from now on (a leaked key)")
+    k_retire.add_argument("kid")
+    k_retire.set_defaults(func=cmd_keys_retire)
+    key.add_parser("list", help="list the signing keys").set_defaults(func=cmd_keys_list)
+
+    role = sub.add_parser("role", help="roles and their permissions").add_subparsers(dest="action", required=True)
+    r_list = role.add_parser("list", help="list the built-in roles and the tenants' own")
+    r_list.add_argument("--tenant", help="only this tenant's own roles (the built-in ones are always listed)")
+    r_list.set_defaults(func=cmd_role_list)
+    r_create = role.add_parser("create", help="define a role of a tenant's own")
+    r_create.add_argument("tenant")
+    r_create.add_argument("name")
+    r_create.add_argument("--allow", action="append", required=True, metavar="ACTION:PATTERN",
+                          help="a permission, e.g. write:setCustomer, read:get*, *:@vouchers (repeatable)")
+    r_create.set_defaults(func=cmd_role_create)
+    r_delete = role.add_parser("delete", help="delete a tenant's role that no user holds")
+    r_delete.add_argument("tenant")
+    r_delete.add_argument("name")
+    r_delete.set_defaults(func=cmd_role_delete)
     return parser
 
 

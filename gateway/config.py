@@ -110,6 +110,8 @@ class Settings:
     database_url: str | None = None
     jwt_secret: str | None = None
     token_ttl_seconds: int = 24 * 3600
+    # How long a refresh token (gateway/tokens.py) may wait for its use; each use hands out a new one.
+    refresh_ttl_seconds: int = 30 * 24 * 3600
     jwt_issuer: str = "erp-sync-gateway"
     jwt_audience: str = "erp-sync-api"
     pool_min_size: int = 2
@@ -125,6 +127,8 @@ class Settings:
     rest_statuses: bool = False
     # Origins whose browser pages may call the API (CORS); none: CORS is off.
     cors_origins: tuple[str, ...] = ()
+    # Audit log rows older than this many days are purged (gateway/audit.py).
+    audit_retention_days: int = 365
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -143,6 +147,7 @@ class Settings:
             database_url=env.get("DATABASE_URL") or None,
             jwt_secret=secret,
             token_ttl_seconds=_int(env, "GATEWAY_TOKEN_TTL", 24 * 3600),
+            refresh_ttl_seconds=_int(env, "GATEWAY_REFRESH_TTL", 30 * 24 * 3600),
             jwt_issuer=env.get("GATEWAY_JWT_ISSUER") or "erp-sync-gateway",
             jwt_audience=env.get("GATEWAY_JWT_AUDIENCE") or "erp-sync-api",
             pool_min_size=_int(env, "GATEWAY_POOL_MIN", 2),
@@ -153,6 +158,7 @@ class Settings:
             log_level=(env.get("GATEWAY_LOG_LEVEL") or "INFO").upper(),
             rest_statuses=_bool(env, "GATEWAY_REST_STATUSES"),
             cors_origins=_origins(env, "GATEWAY_CORS_ORIGINS"),
+            audit_retention_days=_int(env, "GATEWAY_AUDIT_RETENTION_DAYS", 365),
         )
 
     def resolved_secret(self) -> str:

@@ -35,6 +35,8 @@ class ReportForm:
     params: tuple[str, ...] = ("dateFrom", "dateTo")  # as documented; matched case-insensitively
     description: str = ""
     get_aliases: tuple[str, ...] = ()
+    # Only the tenant's administrators may read it (gateway/permissions.py): no wildcard or group reaches it.
+    admin_only: bool = False
     endpoint: str = field(default=GET_DATA, init=False)
 
     @property

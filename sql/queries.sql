@@ -6,10 +6,16 @@ FROM app_user u JOIN tenant t ON t.id = u.tenant_id
 WHERE u.username = $1;
 
 -- name: user_for_token
+-- The permissions of the user's role come along when it is one of its tenant's own (NULL for a built-in role,
+-- which gateway/permissions.py resolves in memory): the check needs no round trip of its own.
 SELECT u.username, u.role, u.disabled, u.token_version, u.tenant_id, t.code AS tenant_code,
        extract(epoch FROM date_trunc('second', u.tokens_valid_after))::bigint
-           AS tokens_valid_after_epoch
+           AS tokens_valid_after_epoch,
+       r.permissions AS role_permissions,
+       -- $2, the token's jti: one revoked with its refresh family (revokeToken) is refused before it expires.
+       EXISTS (SELECT FROM revoked_access x WHERE x.jti = $2::text) AS access_revoked
 FROM app_user u JOIN tenant t ON t.id = u.tenant_id
+LEFT JOIN tenant_role r ON r.tenant_id = u.tenant_id AND r.name = u.role
 WHERE u.username = $1;
 
 -- name: tenant_add
@@ -1058,3 +1064,165 @@ SELECT 1;
 -- name: tenant_lock_table
 -- The first run's demo tenant is created once, whichever process gets here first.
 LOCK TABLE tenant IN EXCLUSIVE MODE;
+
+-- Roles and permissions (gateway/permissions.py, `gateway role`) ----------------------------------------
+
+-- name: role_list
+-- A tenant's own roles with how many users hold each; every tenant's when $1 is NULL.
+SELECT t.code AS tenant, r.name, r.permissions,
+       (SELECT count(*) FROM app_user u WHERE u.tenant_id = r.tenant_id AND u.role = r.name) AS users
+FROM tenant_role r JOIN tenant t ON t.id = r.tenant_id
+WHERE $1::text IS NULL OR t.code = $1
+ORDER BY t.code, r.name;
+
+-- name: role_create
+INSERT INTO tenant_role (tenant_id, name, permissions) VALUES ($1, $2, $3) RETURNING name;
+
+-- name: role_lock
+-- Taken before a role is deleted: a user being given the role (role_for_tenant) is committed first, and the
+-- holders are then read after it.
+SELECT name FROM tenant_role WHERE tenant_id = $1 AND name = $2 FOR UPDATE;
+
+-- name: role_holders
+SELECT username FROM app_user WHERE tenant_id = $1 AND role = $2 ORDER BY username;
+
+-- name: role_delete
+DELETE FROM tenant_role WHERE tenant_id = $1 AND name = $2 RETURNING name;
+
+-- name: role_for_tenant
+-- Keeps the role from being deleted until the user given it is committed.
+SELECT name FROM tenant_role WHERE tenant_id = $1 AND name = $2 FOR KEY SHARE;
+
+-- name: user_tenant
+SELECT u.tenant_id, t.code AS tenant_code FROM app_user u JOIN tenant t ON t.id = u.tenant_id WHERE u.username = $1;
+
+-- The audit log (gateway/audit.py) -----------------------------------------------------------------------
+
+-- name: audit_insert
+-- One event. The tenant is $1, else the tenant whose code is $2 (a token's claim), else none.
+INSERT INTO audit_log (tenant_id, username, kind, endpoint, form, counts, idempotency_key, request_id,
+                       client_addr, duration_ms, status, detail)
+VALUES (coalesce($1::integer, (SELECT id FROM tenant WHERE code = $2::text)), $3, $4, $5, $6, $7, $8, $9, $10,
+        $11, $12, $13);
+
+-- name: audit_insert_user
+-- An event about the user a request names ($1): recorded under the user's tenant, and with the name only when
+-- it is a user's (a login's name may be a password typed in the wrong field).
+INSERT INTO audit_log (tenant_id, username, kind, endpoint, request_id, client_addr, duration_ms, status, detail)
+SELECT u.tenant_id, u.username, $2, $3, $4, $5, $6, $7, $8
+FROM (SELECT) AS one LEFT JOIN app_user u ON u.username = $1::text;
+
+-- name: audit_purge
+-- At most $2 rows older than $1 days: a purge on the write path stays short (gateway/audit.py PURGE_BATCH).
+DELETE FROM audit_log WHERE id IN (
+    SELECT id FROM audit_log WHERE at < now() - make_interval(days => $1::integer) LIMIT $2);
+
+-- name: audit_read
+-- getAuditLog, newest first: a tenant's rows below id $7, filtered by kinds $2, user $3, form $4 and the time
+-- range [$5, $6).
+SELECT id, at, kind, username, endpoint, form, counts, idempotency_key, request_id, client_addr, duration_ms,
+       status, detail
+FROM audit_log
+WHERE tenant_id = $1 AND id < $7
+  AND ($2::text[] IS NULL OR kind = ANY($2::text[]))
+  AND ($3::text IS NULL OR username = $3::text)
+  AND ($4::text IS NULL OR lower(form) = lower($4::text))
+  AND ($5::timestamptz IS NULL OR at >= $5::timestamptz)
+  AND ($6::timestamptz IS NULL OR at < $6::timestamptz)
+ORDER BY id DESC
+LIMIT $8;
+
+-- name: audit_read_since
+-- getAuditLog with `since`: the rows after id $7, oldest first, filtered as audit_read. Ids are taken before
+-- their rows commit, so a row younger than $9 seconds may yet be joined by one of a lower id: the page stops
+-- before the first such row, and a follower that keeps its position misses none.
+SELECT id, at, kind, username, endpoint, form, counts, idempotency_key, request_id, client_addr, duration_ms,
+       status, detail
+FROM audit_log
+WHERE tenant_id = $1 AND id > $7
+  AND id < coalesce((SELECT min(id) FROM audit_log
+                     WHERE tenant_id = $1 AND id > $7 AND at > now() - make_interval(secs => $9::float8)),
+                    9223372036854775807)
+  AND ($2::text[] IS NULL OR kind = ANY($2::text[]))
+  AND ($3::text IS NULL OR username = $3::text)
+  AND ($4::text IS NULL OR lower(form) = lower($4::text))
+  AND ($5::timestamptz IS NULL OR at >= $5::timestamptz)
+  AND ($6::timestamptz IS NULL OR at < $6::timestamptz)
+ORDER BY id
+LIMIT $8;
+
+-- Token life cycle: refresh tokens and revoked access tokens (gateway/tokens.py) ------------------------
+
+-- name: refresh_token_start
+-- A new family's first refresh token: $1 its SHA-256, for the user $2 at token version $3 (the version the
+-- login saw, so a password change since ends it), alive $4 seconds; $5 and $6 the access token handed out
+-- with it (jti, expiry). No row: the user is gone.
+INSERT INTO refresh_token (token_hash, family, user_id, tenant_id, token_version, expires_at, access_jti,
+                           access_expires)
+SELECT $1, gen_random_uuid(), u.id, u.tenant_id, $3, now() + make_interval(secs => $4::float8), $5, $6
+FROM app_user u WHERE u.username = $2
+RETURNING expires_at;
+
+-- name: refresh_token_take
+-- The refresh token $1 (its SHA-256) with its user's state now, locked: of two requests presenting the same
+-- token, the second waits and then reads it spent (the reuse that revokes its family).
+SELECT r.family, r.used_at IS NOT NULL AS used, r.revoked_at IS NOT NULL AS revoked,
+       r.expires_at <= now() AS expired, r.token_version AS issued_version, r.tenant_id = u.tenant_id AS same_tenant,
+       u.username, u.role, u.disabled, u.token_version, t.code AS tenant_code
+FROM refresh_token r JOIN app_user u ON u.id = r.user_id JOIN tenant t ON t.id = u.tenant_id
+WHERE r.token_hash = $1
+FOR UPDATE OF r;
+
+-- name: refresh_token_rotate
+-- Spends the refresh token $1 and adds its successor $2 to the family, alive $3 seconds; $4 and $5 the access
+-- token handed out with it (jti, expiry).
+WITH spent AS (
+    UPDATE refresh_token SET used_at = now() WHERE token_hash = $1
+    RETURNING family, user_id, tenant_id, token_version
+)
+INSERT INTO refresh_token (token_hash, family, user_id, tenant_id, token_version, expires_at, access_jti,
+                           access_expires)
+SELECT $2, family, user_id, tenant_id, token_version, now() + make_interval(secs => $3::float8), $4, $5 FROM spent
+RETURNING expires_at;
+
+-- name: refresh_token_revoke_family
+-- Revokes every live refresh token of the family $1 and denies the access tokens handed out with them that
+-- have not expired yet. Returns how many refresh tokens it revoked.
+WITH revoked AS (
+    UPDATE refresh_token SET revoked_at = now() WHERE family = $1 AND revoked_at IS NULL
+    RETURNING access_jti, access_expires
+), denied AS (
+    INSERT INTO revoked_access (jti, expires_at)
+    SELECT access_jti, access_expires FROM revoked WHERE access_expires > now()
+    ON CONFLICT (jti) DO NOTHING
+)
+SELECT count(*) FROM revoked;
+
+-- name: refresh_token_family_of
+-- The family of the refresh token $1 (its SHA-256) when it is the user $2's.
+SELECT r.family FROM refresh_token r JOIN app_user u ON u.id = r.user_id
+WHERE r.token_hash = $1 AND u.username = $2;
+
+-- name: refresh_token_revoke_user
+-- Every live refresh family of the user $1, revoked with the access tokens handed out with them; returns the
+-- number of families.
+WITH revoked AS (
+    UPDATE refresh_token r SET revoked_at = now()
+    FROM app_user u
+    WHERE u.username = $1 AND r.user_id = u.id AND r.revoked_at IS NULL
+    RETURNING r.family, r.access_jti, r.access_expires
+), denied AS (
+    INSERT INTO revoked_access (jti, expires_at)
+    SELECT access_jti, access_expires FROM revoked WHERE access_expires > now()
+    ON CONFLICT (jti) DO NOTHING
+)
+SELECT count(DISTINCT family) FROM revoked;
+
+-- name: access_token_revoke
+-- Denies the access token $1 (jti) until it expires ($2).
+INSERT INTO revoked_access (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING;
+
+-- name: refresh_token_purge
+-- Refresh tokens past their expiry, and denied access tokens past theirs, are worth nothing any more.
+WITH gone AS (DELETE FROM refresh_token WHERE expires_at < now())
+DELETE FROM revoked_access WHERE expires_at < now();

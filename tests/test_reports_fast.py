@@ -287,7 +287,8 @@ WRONG_KINDS: list[Any] = [["item"], {"eq": "x"}, True, 10**40, "a\u0000b", "x" *
 
 async def test_every_report_parameter_with_a_wrong_kind_of_value_gets_a_4xx_naming_it_never_a_5xx(
         ledger: ReportApi, registry: Registry) -> None:
-    reports = [f for f in registry.forms if isinstance(f, ReportForm)]
+    # The admins' reports (getAuditLog) refuse this user; tests/test_audit.py sends them these values as an admin.
+    reports = [f for f in registry.forms if isinstance(f, ReportForm) and not f.admin_only]
     assert len(reports) >= 8
     for form in reports:
         for param in {*form.params, "group_by"}:
