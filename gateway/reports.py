@@ -195,9 +195,8 @@ def _open_items(invoice_form: str) -> Runner:
     return report
 
 
-# Per grouping, its statement: one of three fixed texts.
-_GROUPS = {"period": "report_sales_by_period", "customer": "report_sales_by_customer",
-           "item": "report_sales_by_item"}
+# What the sales summary may be grouped by (report_sales_summary's $4).
+_GROUPS = ("period", "customer", "item")
 
 
 async def sales_summary(conn: asyncpg.Connection, tenant_id: int, params: dict[str, Any]) -> dict[str, Any]:
@@ -210,7 +209,10 @@ async def sales_summary(conn: asyncpg.Connection, tenant_id: int, params: dict[s
                          field="group_by")
     group = group.lower()
     start, end = _date(params, "dateFrom", EARLIEST), _date(params, "dateTo", LATEST)
-    data = _rows(await conn.fetch(QUERIES[_GROUPS[group]], tenant_id, start, end))
+    data = _rows(await conn.fetch(QUERIES["report_sales_summary"], tenant_id, start, end, group))
+    if group != "item":  # the unit is the item's: other groups mix items
+        for row in data:
+            del row["Uom"]
     return {"data": data, "group_by": group}
 
 

@@ -835,74 +835,12 @@ ORDER BY 1;
 -- ledger posts it. The lines are summed per key, item and unit first; then each item and unit of the sums is
 -- looked up once, by primary key (OFFSET 0, see above), for its factor to the base unit.
 
--- name: report_sales_by_period
--- By month (yyyy-MM).
+-- name: report_sales_summary
+-- Grouped by $4: 'period' (month, yyyy-MM), 'customer' or 'item'; by item also the unit its quantities are
+-- in (the item's base unit, else the one unit its lines were sold in; the caller drops it for other groups).
 WITH s AS MATERIALIZED (
-    SELECT to_char(v.voucher_date, 'YYYY-MM') AS key, l.item_code, COALESCE(l.uom, '') AS uom,
-           sum(sign * l.quantity) AS quantity,
-           sum(sign * round((l.amount - COALESCE(l.discount, 0)) * v.exchange_rate, p.n)) AS net,
-           sum(sign * round(COALESCE(l.tax_amount, 0) * v.exchange_rate, p.n)) AS tax,
-           sum(sign * round(COALESCE(l.total_amount, 0) * v.exchange_rate, p.n)) AS total
-    FROM (SELECT *, CASE WHEN form = 'setSaleReturn' THEN -1 ELSE 1 END AS sign FROM voucher
-          WHERE tenant_id = $1 AND form IN ('setSaleInvoice', 'setSaleReturn') AND NOT deleted
-            AND voucher_date BETWEEN $2 AND $3) v
-    JOIN voucher_line l ON l.tenant_id = v.tenant_id AND l.form = v.form AND l.voucher_id = v.voucher_id
-    CROSS JOIN (SELECT COALESCE((SELECT c.decimal_places FROM tenant t JOIN currency c ON c.tenant_id = t.id
-                                     AND c.currency_code = t.base_currency WHERE t.id = $1), 2) AS n) p
-    GROUP BY 1, 2, 3
-),
-u AS MATERIALIZED (
-    SELECT d.item_code, d.uom, NULLIF(i.uom, '') AS base,
-           CASE WHEN NULLIF(i.uom, '') IS NULL OR d.uom IN ('', i.uom) THEN 1 ELSE c.coefficient END AS factor
-    FROM (SELECT DISTINCT item_code, uom FROM s) d
-    LEFT JOIN LATERAL (SELECT i.uom FROM item i WHERE i.tenant_id = $1 AND i.item_code = d.item_code OFFSET 0) i
-      ON true
-    LEFT JOIN LATERAL (SELECT c.coefficient FROM unit_conversion c
-                       WHERE c.tenant_id = $1 AND c.item_code = d.item_code AND c.uom = d.uom OFFSET 0) c ON true
-)
-SELECT s.key AS "Key",
-       sum(s.quantity * u.factor) AS "Quantity",
-       sum(s.net) AS "NetAmount", sum(s.tax) AS "TaxAmount", sum(s.total) AS "TotalAmount"
-FROM s JOIN u ON u.item_code = s.item_code AND u.uom = s.uom
-GROUP BY 1
-ORDER BY 1;
-
--- name: report_sales_by_customer
--- By customer.
-WITH s AS MATERIALIZED (
-    SELECT v.partner_code AS key, l.item_code, COALESCE(l.uom, '') AS uom,
-           sum(sign * l.quantity) AS quantity,
-           sum(sign * round((l.amount - COALESCE(l.discount, 0)) * v.exchange_rate, p.n)) AS net,
-           sum(sign * round(COALESCE(l.tax_amount, 0) * v.exchange_rate, p.n)) AS tax,
-           sum(sign * round(COALESCE(l.total_amount, 0) * v.exchange_rate, p.n)) AS total
-    FROM (SELECT *, CASE WHEN form = 'setSaleReturn' THEN -1 ELSE 1 END AS sign FROM voucher
-          WHERE tenant_id = $1 AND form IN ('setSaleInvoice', 'setSaleReturn') AND NOT deleted
-            AND voucher_date BETWEEN $2 AND $3) v
-    JOIN voucher_line l ON l.tenant_id = v.tenant_id AND l.form = v.form AND l.voucher_id = v.voucher_id
-    CROSS JOIN (SELECT COALESCE((SELECT c.decimal_places FROM tenant t JOIN currency c ON c.tenant_id = t.id
-                                     AND c.currency_code = t.base_currency WHERE t.id = $1), 2) AS n) p
-    GROUP BY 1, 2, 3
-),
-u AS MATERIALIZED (
-    SELECT d.item_code, d.uom, NULLIF(i.uom, '') AS base,
-           CASE WHEN NULLIF(i.uom, '') IS NULL OR d.uom IN ('', i.uom) THEN 1 ELSE c.coefficient END AS factor
-    FROM (SELECT DISTINCT item_code, uom FROM s) d
-    LEFT JOIN LATERAL (SELECT i.uom FROM item i WHERE i.tenant_id = $1 AND i.item_code = d.item_code OFFSET 0) i
-      ON true
-    LEFT JOIN LATERAL (SELECT c.coefficient FROM unit_conversion c
-                       WHERE c.tenant_id = $1 AND c.item_code = d.item_code AND c.uom = d.uom OFFSET 0) c ON true
-)
-SELECT s.key AS "Key",
-       sum(s.quantity * u.factor) AS "Quantity",
-       sum(s.net) AS "NetAmount", sum(s.tax) AS "TaxAmount", sum(s.total) AS "TotalAmount"
-FROM s JOIN u ON u.item_code = s.item_code AND u.uom = s.uom
-GROUP BY 1
-ORDER BY 1;
-
--- name: report_sales_by_item
--- By item, with the unit its quantities are in: the item's base unit, else the one unit its lines were sold in.
-WITH s AS MATERIALIZED (
-    SELECT l.item_code AS key, l.item_code, COALESCE(l.uom, '') AS uom,
+    SELECT CASE $4::text WHEN 'period' THEN to_char(v.voucher_date, 'YYYY-MM') WHEN 'customer' THEN v.partner_code
+                ELSE l.item_code END AS key, l.item_code, COALESCE(l.uom, '') AS uom,
            sum(sign * l.quantity) AS quantity,
            sum(sign * round((l.amount - COALESCE(l.discount, 0)) * v.exchange_rate, p.n)) AS net,
            sum(sign * round(COALESCE(l.tax_amount, 0) * v.exchange_rate, p.n)) AS tax,
