@@ -49,8 +49,11 @@ PASSWORD_CHANGED = "password_changed"
 ROLE_CHANGED = "role_changed"
 USER_DISABLED = "user_disabled"
 USER_ENABLED = "user_enabled"
+TOKEN_REFRESHED = "token_refreshed"  # /api/refreshToken: a refresh token spent for a new pair
+REFRESH_REFUSED = "refresh_refused"  # unknown, expired, revoked or reused (which revokes its family)
+LOGOUT = "logout"  # /api/revokeToken
 KINDS = (WRITE, LOGIN, LOGIN_FAILED, LOGIN_THROTTLED, TOKEN_REFUSED, PASSWORD_CHANGED, ROLE_CHANGED,
-         USER_DISABLED, USER_ENABLED)
+         USER_DISABLED, USER_ENABLED, TOKEN_REFRESHED, REFRESH_REFUSED, LOGOUT)
 
 COUNTS = ("inserted", "updated", "unchanged", "deleted", "failed")  # of the answer's `result`
 DEFAULT_RETENTION_DAYS = 365

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from . import auth
+from . import audit, auth
 from .db import QUERIES
 from .errors import Unauthorized
 from .logging import get_logger
@@ -73,7 +73,11 @@ async def refresh(pool: asyncpg.Pool, tokens: auth.TokenService, presented: obje
     One transaction: the token is locked, checked, spent and succeeded, so two requests with the same token
     cannot both pass. A refusal that revokes the family commits the revocation before the 401 is raised.
     """
-    digest = _presented(presented)
+    try:
+        digest = _presented(presented)
+    except Unauthorized as exc:
+        await audit.record(pool, audit.REFRESH_REFUSED, endpoint="refreshToken", status=exc.code, detail=exc.message)
+        raise
     refusal: str | None = None
     async with pool.acquire() as conn:
         if random.random() < PURGE_CHANCE:
@@ -104,8 +108,15 @@ async def refresh(pool: asyncpg.Pool, tokens: auth.TokenService, presented: obje
                 token, next_digest = _new_token()
                 expires = await conn.fetchval(QUERIES["refresh_token_rotate"], digest, next_digest,
                                               float(ttl_seconds), access.jti, access.expires)
-    if refusal is not None:
-        raise Unauthorized(refusal)
+        # Audited after the transaction: a refusal's revocation is committed whatever becomes of the row.
+        if refusal is not None:
+            if row is None:  # nobody's token: no user to name
+                await audit.record(conn, audit.REFRESH_REFUSED, endpoint="refreshToken", status=401, detail=refusal)
+            else:
+                await audit.user_event(conn, audit.REFRESH_REFUSED, row["username"], endpoint="refreshToken",
+                                       status=401, detail=refusal)
+            raise Unauthorized(refusal)
+        await audit.user_event(conn, audit.TOKEN_REFRESHED, row["username"], endpoint="refreshToken", status=200)
     return access, IssuedRefresh(token, expires)
 
 
@@ -125,4 +136,7 @@ async def revoke(conn: asyncpg.Connection, claims: dict, presented: object, ever
                 families = 1
         await conn.execute(QUERIES["access_token_revoke"], claims["jti"],
                            dt.datetime.fromtimestamp(claims["exp"], dt.UTC))
+    scope = "every session" if everything else "one session"
+    await audit.record(conn, audit.LOGOUT, tenant=claims["tenant"], username=claims["sub"], endpoint="revokeToken",
+                       status=200, detail=f"{scope}: {int(families)} revoked")
     return int(families)

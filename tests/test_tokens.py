@@ -347,3 +347,28 @@ def test_a_malformed_keys_file_stops_the_start(settings: Settings) -> None:
     keys.keys_path(settings).write_text("not json")
     with pytest.raises(ConfigError, match="cannot be read"):
         keys.key_ring(settings)
+
+
+async def test_refreshes_refusals_and_logouts_are_audited_without_the_tokens(
+        client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    await add_user(db, "alice")
+    first = await _login(client, "alice", refresh=True)
+    second = assert_envelope(await _refresh(client, first["refreshtoken"]))["token"]
+    assert (await _refresh(client, first["refreshtoken"])).status_code == 401  # reused: the family goes
+    assert (await _refresh(client, "no-such-token")).status_code == 401
+    other = await _login(client, "alice", refresh=True)
+    resp = await client.post("/api/revokeToken", json={"all": True}, headers={"Authorization": other["accesstoken"]})
+    assert resp.status_code == 200, resp.text
+    rows = [dict(r) for r in await db.fetch(
+        "SELECT kind, username, endpoint, status, detail FROM audit_log"
+        " WHERE kind IN ('token_refreshed', 'refresh_refused', 'logout') ORDER BY id")]
+    assert [(r["kind"], r["username"], r["endpoint"], r["status"]) for r in rows] == [
+        ("token_refreshed", "alice", "refreshToken", 200),
+        ("refresh_refused", "alice", "refreshToken", 401),
+        ("refresh_refused", None, "refreshToken", 401),
+        ("logout", "alice", "revokeToken", 200),
+    ]
+    assert "already used" in rows[1]["detail"] and rows[3]["detail"] == "every session: 1 revoked"
+    text = json.dumps(rows)
+    for secret in (first["refreshtoken"], second["refreshtoken"], other["accesstoken"], PASSWORD):
+        assert secret not in text
