@@ -11,9 +11,9 @@ holds only invoices and payments, and the declared account holds exactly the goo
 invoiced: `not_invoiced_value`, the sub-ledger of the reconciliation, and the report
 getGoodsReceivedNotInvoiced.
 
-The SQL fragments here are shared by the posting rules (forms/postings.py); the sub-ledger's statements
-(sql/queries.sql grni_not_invoiced_value, grni_open_receipts) write the same formulas out, and
-tests/test_grni.py checks that they still do, so that what is posted and what the sub-ledger counts are one
+The SQL fragments here are shared by the posting rules (forms/postings.py); the sub-ledger's statement
+(sql/queries.sql grni_open_receipts, the report, whose total is the sub-ledger) writes the same formulas out,
+and tests/test_grni.py checks that it still does, so that what is posted and what the sub-ledger counts are one
 formula.
 """
 
@@ -89,8 +89,9 @@ async def not_invoiced_value(conn: asyncpg.Connection, tenant_id: int, as_of: dt
     """The base-currency value of the goods received and not invoiced at `as_of`: per receipt line, its posted
     value minus what the purchase invoices dated up to then relieved of it. Equal to the balance of the
     goods_received_not_invoiced account at that date, unless other vouchers post to that account."""
-    value: Decimal = await conn.fetchval(QUERIES["grni_not_invoiced_value"], tenant_id, as_of)
-    return value
+    # The report is the sub-ledger: the sum of its suppliers' open values (lines wholly invoiced add 0).
+    rows = await conn.fetch(QUERIES["grni_open_receipts"], tenant_id, as_of)
+    return sum((Decimal(r["Value"]) for r in rows), Decimal(0))
 
 
 async def open_receipts(conn: asyncpg.Connection, tenant_id: int, params: dict[str, Any]) -> dict[str, Any]:
