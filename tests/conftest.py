@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import copy
+import json
 import logging
 import os
 import threading
@@ -520,6 +521,14 @@ def plan_scans(plan: Any) -> list[dict[str, Any]]:
         for value in plan:
             out += plan_scans(value)
     return out
+
+
+async def write_plan_scans(conn: asyncpg.Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
+    """plan_scans of `sql` planned as the voucher write path plans it (its transaction's settings)."""
+    async with conn.transaction():
+        await conn.execute(QUERIES["voucher_write_settings"])
+        raw = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args)
+    return plan_scans(json.loads(raw) if isinstance(raw, str) else raw)
 
 
 def replaced(doc: dict[str, Any], path: Sequence[Any], value: Any) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 from decimal import Decimal
 from typing import Any
 
@@ -23,8 +22,8 @@ import asyncpg
 import httpx
 import msgspec
 import pytest
-from conftest import assert_envelope, plan_scans
-from test_ledger import LedgerApi
+from conftest import assert_envelope, write_plan_scans
+from test_ledger import LedgerApi, sale
 
 from gateway import posting, vouchers
 from gateway.db import QUERIES, init_connection
@@ -39,14 +38,6 @@ def sale_line(ref: int, qty: Any, price: Any, rate: int = 10, item: str = "SV1")
     tax = (amount * rate / 100).quantize(D(1) if amount == amount.to_integral() else D("0.01"))
     return {"RefNumber": ref, "ItemCode": item, "Uom": "PCS", "SiteCode": "K1", "Quantity": qty, "UnitPrice": price,
             "Amount": amount, "Discount": 0, "TaxRate": rate, "TaxAmount": tax, "TotalAmount": amount + tax}
-
-
-def sale(vid: str, date: str, customer: str, lines: list[dict], **header: Any) -> dict:
-    return {"VoucherId": vid, "VoucherDate": date, "CustomerCode": customer,
-            "TotalQuantity": sum(D(str(x["Quantity"])) for x in lines),
-            "TotalNetAmount": sum(x["Amount"] for x in lines), "TotalDiscountAmount": 0,
-            "TotalTaxAmount": sum(x["TaxAmount"] for x in lines), "TotalAmount": sum(x["TotalAmount"] for x in lines),
-            "detail": lines, **header}
 
 
 def sale_return(vid: str, date: str, customer: str, lines: list[dict], **header: Any) -> dict:
@@ -449,13 +440,6 @@ async def test_open_items_and_unapplied_items_tie_to_the_control_accounts(books:
 PLAN_TABLES = ("voucher", "voucher_line", "gl_entry", "voucher_allocation")
 
 
-async def _scans(conn: asyncpg.Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
-    async with conn.transaction():
-        await conn.execute(QUERIES["voucher_write_settings"])
-        raw = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args)
-    return plan_scans(json.loads(raw) if isinstance(raw, str) else raw)
-
-
 async def test_settlement_statements_start_from_the_batch_keys_on_never_analysed_tables(
         books: LedgerApi, db: asyncpg.Connection, registry: Registry) -> None:
     await init_connection(db)
@@ -498,7 +482,7 @@ async def test_settlement_statements_start_from_the_batch_keys_on_never_analysed
         statements[name] = (vouchers.write_statement(form), [form.name, *arrays])
         statements[f"{name} repost"] = (form.posting.statement(posting.STORED_SOURCES), [form.name, keys])
     for name, (sql, args) in statements.items():
-        for scan in await _scans(db, sql, tenant_id, *args):
+        for scan in await write_plan_scans(db, sql, tenant_id, *args):
             where = f"{name}: {scan['Node Type']} on {scan['Relation Name']}"
             keyed = scan.get("Index Cond", "") + scan.get("Recheck Cond", "")
             assert scan["Node Type"] != "Seq Scan" or scan["Relation Name"] not in PLAN_TABLES, where

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 from typing import Any
 
 import asyncpg
-from conftest import plan_scans
+from conftest import write_plan_scans
 from test_vouchers import VoucherApi, invoice, vapi  # noqa: F401  (vapi: the fixture)
 
 from gateway import posting, vouchers
@@ -68,13 +67,6 @@ async def test_a_dry_run_takes_no_number(vapi: VoucherApi, db: asyncpg.Connectio
     assert await db.fetchval("SELECT voucher_number FROM voucher WHERE voucher_id = 'REAL-1'") == "000001"
 
 
-async def _explain(conn: asyncpg.Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
-    async with conn.transaction():
-        await conn.execute(QUERIES["voucher_write_settings"])
-        raw = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args)
-    return plan_scans(json.loads(raw) if isinstance(raw, str) else raw)
-
-
 async def test_write_plans_start_from_the_batch_keys_on_never_analysed_tables(
         vapi: VoucherApi, db: asyncpg.Connection, registry: Registry) -> None:  # noqa: F811
     await init_connection(db)  # documents go to jsonb as the gateway sends them
@@ -130,7 +122,7 @@ async def test_write_plans_start_from_the_batch_keys_on_never_analysed_tables(
         "allocated invoices": (QUERIES["voucher_live_invoices"], [ids]),
     }
     for name, (sql, args) in statements.items():
-        scans = await _explain(db, sql, tenant_id, form.name, *args)
+        scans = await write_plan_scans(db, sql, tenant_id, form.name, *args)
         for scan in scans:
             where = f"{name}: {scan['Node Type']} on {scan['Relation Name']}"
             keyed = scan.get("Index Cond", "") + scan.get("Recheck Cond", "")
