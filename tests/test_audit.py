@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import io
 import json
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from conftest import PASSWORD, add_user, assert_envelope, issue_token, login
+from test_cli import Gateway, gateway  # noqa: F401  (the CLI fixture)
 
-from gateway import audit, auth, cli
+from gateway import audit, auth
 
-Gateway = Callable[..., Awaitable[int]]
 CUSTOMERS = [{"CustomerCode": "C1", "CustomerName": "One"}, {"CustomerCode": "C2", "CustomerName": "Two"}]
 
 
@@ -25,23 +20,6 @@ CUSTOMERS = [{"CustomerCode": "C1", "CustomerName": "One"}, {"CustomerCode": "C2
 def no_settle(monkeypatch: pytest.MonkeyPatch) -> None:
     # A `since` page stops before rows younger than a second; the tests read what they wrote a moment ago.
     monkeypatch.setattr(audit, "SINCE_SETTLE_SECONDS", 0.0)
-
-
-def _run_main(argv: list[str]) -> int:
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        return cli.main(argv)
-
-
-@pytest.fixture
-def gateway(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Gateway:
-    """The `gateway` command, in-process on a thread of its own (it runs its own event loop)."""
-    monkeypatch.setenv("DATABASE_URL", db_url)
-    monkeypatch.setenv("GATEWAY_DATA_DIR", str(tmp_path))
-
-    async def run(*args: str) -> int:
-        return await asyncio.to_thread(_run_main, list(args))
-
-    return run
 
 
 async def rows(db: asyncpg.Connection, kind: str | None = None) -> list[dict[str, Any]]:
@@ -133,14 +111,14 @@ async def test_refused_tokens_are_recorded_with_the_user_only_when_the_token_is_
     assert await rows(db, "write") == [], "a refused token is no write"
 
 
-async def test_the_cli_user_changes_are_recorded(gateway: Gateway, db: asyncpg.Connection) -> None:
+async def test_the_cli_user_changes_are_recorded(gateway: Gateway, db: asyncpg.Connection) -> None:  # noqa: F811
     await add_user(db, "alice")
     new_password = "a new password 123"
-    assert await gateway("user", "passwd", "alice", "--password", new_password) == 0
-    assert await gateway("user", "role", "alice", "reader") == 0
-    assert await gateway("user", "disable", "alice") == 0
-    assert await gateway("user", "enable", "alice") == 0
-    assert await gateway("user", "disable", "nobody") == 2
+    assert (await gateway("user", "passwd", "alice", "--password", new_password))[0] == 0
+    assert (await gateway("user", "role", "alice", "reader"))[0] == 0
+    assert (await gateway("user", "disable", "alice"))[0] == 0
+    assert (await gateway("user", "enable", "alice"))[0] == 0
+    assert (await gateway("user", "disable", "nobody"))[0] == 2
     events = await rows(db)
     assert [r["kind"] for r in events] == ["password_changed", "role_changed", "user_disabled", "user_enabled"]
     acme = await tenant_id(db)
@@ -333,11 +311,11 @@ async def test_only_admins_read_the_audit_log(app: Any, client: httpx.AsyncClien
 
 
 async def test_a_tenant_role_naming_the_audit_log_reads_it_and_a_wildcard_does_not(
-        app: Any, client: httpx.AsyncClient, db: asyncpg.Connection, gateway: Gateway, token: str) -> None:
+        app: Any, client: httpx.AsyncClient, db: asyncpg.Connection, gateway: Gateway, token: str) -> None:  # noqa: F811
     for name, allow in (("auditor", "read:getAuditLog"), ("browser", "read:get*")):
-        assert await gateway("role", "create", "acme", name, "--allow", allow) == 0
+        assert (await gateway("role", "create", "acme", name, "--allow", allow))[0] == 0
         await add_user(db, f"{name}1", "reader")
-        assert await gateway("user", "role", f"{name}1", name) == 0
+        assert (await gateway("user", "role", f"{name}1", name))[0] == 0
     answers = {}
     for name in ("auditor", "browser"):
         resp = await client.post("/api/GetData", json={"form": "getAuditLog"},
@@ -351,7 +329,7 @@ async def test_a_tenant_role_naming_the_audit_log_reads_it_and_a_wildcard_does_n
 # --- retention ------------------------------------------------------------------------------------------
 
 async def test_old_rows_are_purged_by_the_cli_and_by_writes(
-        gateway: Gateway, client: httpx.AsyncClient, db: asyncpg.Connection, token: str,
+        gateway: Gateway, client: httpx.AsyncClient, db: asyncpg.Connection, token: str,  # noqa: F811
         monkeypatch: pytest.MonkeyPatch) -> None:
     async def age(days: int, count: int) -> None:
         await db.execute("INSERT INTO audit_log (at, kind, tenant_id) SELECT now() - make_interval(days => $1),"
@@ -359,9 +337,9 @@ async def test_old_rows_are_purged_by_the_cli_and_by_writes(
 
     await age(400, 3)
     await age(100, 2)
-    assert await gateway("audit", "purge", "--days", "200") == 0
+    assert (await gateway("audit", "purge", "--days", "200"))[0] == 0
     assert await db.fetchval("SELECT count(*) FROM audit_log") == 2
-    assert await gateway("audit", "purge") == 0  # the default retention, 365 days, keeps them
+    assert (await gateway("audit", "purge"))[0] == 0  # the default retention, 365 days, keeps them
     assert await db.fetchval("SELECT count(*) FROM audit_log") == 2
 
     await age(366, 4)

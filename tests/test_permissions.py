@@ -3,63 +3,18 @@ roles from the command line to the API, and the 403 that names what is missing."
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import io
-import sys
-import threading
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from conftest import Api, add_user, assert_envelope, issue_token, login
+from test_cli import Gateway, gateway  # noqa: F401  (the CLI fixture)
 
-from gateway import cli, permissions
+from gateway import permissions
 from gateway.db import QUERIES
 from gateway.forms import Registry
-
-Gateway = Callable[..., Awaitable[tuple[int, str]]]
-
-
-# --- the command line, run in-process on a thread of its own (it runs its own event loop) ------------------
-
-class _ThisThread(io.TextIOBase):
-    """What the calling thread writes goes to `out`; other threads' output goes where it went."""
-
-    def __init__(self, out: io.StringIO, other: Any) -> None:
-        self.out, self.other, self.thread = out, other, threading.get_ident()
-
-    def write(self, text: str) -> int:
-        return (self.out if threading.get_ident() == self.thread else self.other).write(text)
-
-    def flush(self) -> None:
-        self.other.flush()
-
-
-def _run_main(argv: list[str]) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(_ThisThread(out, sys.stdout)), \
-            contextlib.redirect_stderr(_ThisThread(out, sys.stderr)):
-        try:
-            code = cli.main(argv)
-        except SystemExit as exc:  # argparse refusing the command line
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue()
-
-
-@pytest.fixture
-def gateway(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Gateway:
-    monkeypatch.setenv("DATABASE_URL", db_url)
-    monkeypatch.setenv("GATEWAY_DATA_DIR", str(tmp_path))
-
-    async def run(*args: str) -> tuple[int, str]:
-        return await asyncio.to_thread(_run_main, list(args))
-
-    return run
-
 
 # --- data every role is tried against ------------------------------------------------------------------
 
@@ -268,7 +223,7 @@ def test_an_admin_only_form_is_reached_by_its_name_and_the_admin_role_only(regis
 
 
 async def test_aliases_are_checked_as_their_form(
-        app: Any, client: httpx.AsyncClient, db: asyncpg.Connection, shop: RoleApi, gateway: Gateway) -> None:
+        app: Any, client: httpx.AsyncClient, db: asyncpg.Connection, shop: RoleApi, gateway: Gateway) -> None:  # noqa: F811
     code, out = await gateway("role", "create", "acme", "storekeeper", "--allow", "write:setWarehouse",
                               "--allow", "read:getWarehouse")
     assert code == 0, out
@@ -287,7 +242,7 @@ async def test_aliases_are_checked_as_their_form(
 # --- a tenant's own roles: the command line, then the API -------------------------------------------------
 
 async def test_a_tenant_role_created_by_the_cli_is_used_through_the_api(
-        app: Any, client: httpx.AsyncClient, db: asyncpg.Connection, shop: RoleApi, gateway: Gateway) -> None:
+        app: Any, client: httpx.AsyncClient, db: asyncpg.Connection, shop: RoleApi, gateway: Gateway) -> None:  # noqa: F811
     code, out = await gateway("role", "create", "acme", "cashier", "--allow", "write:setCustomer",
                               "--allow", "read:get*", "--allow", "*:setSaleInvoice", "--allow", "READ:get*")
     assert code == 0, out
@@ -338,7 +293,7 @@ async def test_a_tenant_role_created_by_the_cli_is_used_through_the_api(
 
 
 async def test_the_cli_refuses_unknown_roles_and_bad_definitions(
-        db: asyncpg.Connection, gateway: Gateway) -> None:
+        db: asyncpg.Connection, gateway: Gateway) -> None:  # noqa: F811
     await add_user(db, "ann", role="reader")
     await add_user(db, "bea", role="writer", tenant="other")
     code, out = await gateway("role", "create", "other", "clerk", "--allow", "read:*")
@@ -373,7 +328,7 @@ async def test_the_cli_refuses_unknown_roles_and_bad_definitions(
 
 
 async def test_a_role_is_deleted_only_when_no_user_holds_it(
-        app: Any, client: httpx.AsyncClient, db: asyncpg.Connection, gateway: Gateway) -> None:
+        app: Any, client: httpx.AsyncClient, db: asyncpg.Connection, gateway: Gateway) -> None:  # noqa: F811
     await add_user(db, "ann", role="reader")  # tenant acme
     code, out = await gateway("role", "create", "acme", "clerk", "--allow", "read:*")
     assert code == 0, out
