@@ -131,7 +131,7 @@ async def account_ledger(conn: asyncpg.Connection, tenant_id: int, params: dict[
         raise BadRequest("Field 'Id' must name the account", field="Id")
     start, end = _date(params, "dateFrom", EARLIEST), _date(params, "dateTo", LATEST)
     opening = await conn.fetchval(QUERIES["report_account_opening"], tenant_id, account, start)
-    data = _rows(await conn.fetch(QUERIES["report_account_ledger"], tenant_id, account, start, end))
+    data = _rows(await conn.fetch(QUERIES["report_account_ledger"], tenant_id, account, start, end, opening))
     closing = data[-1]["Balance"] if data else opening
     return {"data": data, "opening": plain(opening), "closing": plain(closing)}
 

@@ -611,15 +611,12 @@ SELECT COALESCE(sum(debit - credit), 0) FROM gl_entry
 WHERE tenant_id = $1 AND account_code = $2 AND entry_date < $3;
 
 -- name: report_account_ledger
--- The entries of account $2 from $3 to $4 with the running balance (debit positive).
-WITH opening AS (
-    SELECT COALESCE(sum(debit - credit), 0) AS balance FROM gl_entry
-    WHERE tenant_id = $1 AND account_code = $2 AND entry_date < $3
-)
+-- The entries of account $2 from $3 to $4 with the running balance (debit positive) from the opening balance
+-- $5 (report_account_opening, which the report answers beside them).
 SELECT g.entry_date AS "EntryDate", g.form AS "Form", g.voucher_id AS "VoucherId",
        v.voucher_number AS "VoucherNumber", v.description AS "Description", g.partner_code AS "PartnerCode",
        g.debit AS "Debit", g.credit AS "Credit",
-       (SELECT balance FROM opening)
+       $5::numeric
          + sum(g.debit - g.credit) OVER (ORDER BY g.entry_date, g.form, g.voucher_id, g.entry_no) AS "Balance"
 FROM gl_entry g
 LEFT JOIN LATERAL (SELECT v.form, v.voucher_number, v.description FROM voucher v
