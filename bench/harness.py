@@ -38,10 +38,12 @@ def new_report(command: str, args: Any, argv: list[str] | None) -> dict[str, Any
     }
 
 
-def set_up(db: BenchDatabase, workdir: Path, tenant: str, user: str) -> tuple[dict[str, str], str]:
-    """Schema, tenant and writer through the gateway's own CLI; returns its environment and the password."""
+def set_up(db: BenchDatabase, workdir: Path, tenant: str, user: str,
+           rls: bool = True) -> tuple[dict[str, str], str]:
+    """Schema, tenant and writer through the gateway's own CLI; returns its environment (serving as the role
+    held to row-level security, or with `rls` False as the superuser) and the password."""
     py = sys.executable
-    env = gateway_env(db, workdir)
+    env = gateway_env(db, workdir, rls)
     password = secrets.token_urlsafe(16)
     print("migrating, creating tenant and user through the gateway CLI ...", flush=True)
     run_cli([py, "-m", "gateway.cli", "migrate"], env, ROOT)

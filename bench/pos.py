@@ -68,6 +68,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=2, help="measured phases (default 2)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     p.add_argument("--workers", type=int, default=2, help="gateway worker processes (default 2)")
+    p.add_argument("--no-rls", action="store_true",
+                   help="serve as the superuser, which bypasses row-level security (default: as gateway_app)")
     p.add_argument("--ready-timeout", type=float, default=90, help="seconds for the gateway to answer /readyz")
     p.add_argument("--out", type=Path, default=OUT, help=f"JSON report (default {OUT.relative_to(ROOT)})")
     return p.parse_args(argv)
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)
         db = stack.enter_context(bench_database(workdir))
         report["machine"]["postgresql"] = asyncio.run(server_version(db.url))
-        env, password = set_up(db, workdir, TENANT, USER)
+        env, password = set_up(db, workdir, TENANT, USER, rls=not args.no_rls)
         gateway, url = serve(args.workers, args.ready_timeout, env, workdir)
         stack.callback(gateway.stop)
         token = asyncio.run(get_token(url, password, 30, user=USER))

@@ -68,6 +68,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="rounds of both phases on both targets, alternating which goes first; medians are reported",
     )
     p.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
+    p.add_argument("--no-rls", action="store_true",
+                   help="serve as the superuser, which bypasses row-level security (default: as gateway_app)")
     p.add_argument(
         "--workers", type=int, default=2, help="uvicorn workers of the gateway and of the bare app"
     )
@@ -195,9 +197,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def gateway_env(db: BenchDatabase, workdir: Path) -> dict[str, str]:
+def gateway_env(db: BenchDatabase, workdir: Path, rls: bool = True) -> dict[str, str]:
+    """The gateway's environment: migrated and administered as the database's owner (the bench server's
+    superuser), serving as the application role held to row-level security, as deployed; with `rls` False,
+    serving as the superuser, which bypasses it (the figure without the second wall)."""
+    from gateway.db import APP_ROLE, with_user
+
     env = dict(os.environ)
-    env["DATABASE_URL"] = db.url
+    env["GATEWAY_OWNER_URL"] = db.url
+    env["DATABASE_URL"] = with_user(db.url, APP_ROLE) if rls else db.url
     env["GATEWAY_DATA_DIR"] = str(workdir / "gateway")  # the JWT secret goes here, never into var/
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
@@ -208,7 +216,7 @@ def start_servers(
 ) -> tuple[Service, Service, str, str, str]:
     """Gateway and bare app started and ready; returns them, their URLs and the bench user's password."""
     py = sys.executable
-    env = gateway_env(db, workdir)
+    env = gateway_env(db, workdir, rls=not args.no_rls)
     password = secrets.token_urlsafe(16)
     print("migrating, creating tenant and user through the gateway CLI ...", flush=True)
     run_cli([py, "-m", "gateway.cli", "migrate"], env, ROOT)

@@ -102,6 +102,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--request-timeout", type=float, default=600)
     p.add_argument("--ready-timeout", type=float, default=90)
     p.add_argument("--no-bare", action="store_true", help="skip the bare reference")
+    p.add_argument("--no-rls", action="store_true",
+                   help="serve as the superuser, which bypasses row-level security (default: as gateway_app)")
     p.add_argument("--dates", choices=("append", "random"), default="append",
                    help="sale dates: each request a day later (default), or random days of the year")
     p.add_argument("--unposted", action="store_true",
@@ -366,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         print("starting PostgreSQL for the benchmark ...", flush=True)
         db = stack.enter_context(bench_database(workdir))
         report["machine"]["postgresql"] = asyncio.run(server_version(db.url))
-        env, password = set_up(db, workdir, TENANT, USER)
+        env, password = set_up(db, workdir, TENANT, USER, rls=not args.no_rls)
         gateway, url = serve(args.workers, args.ready_timeout, env, workdir)
         stack.callback(gateway.stop)
         roots = {"gateway": gateway.pid}

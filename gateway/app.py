@@ -25,21 +25,35 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import audit, auth, feed, idempotency, keys, permissions, sync, tokens
+from . import (
+    admin,
+    audit,
+    auth,
+    docs_page,
+    feed,
+    idempotency,
+    keys,
+    metrics,
+    permissions,
+    ratelimit,
+    sync,
+    tokens,
+    webhooks,
+)
 from .body import check_shape, nul_path, too_deep
 from .config import Settings
 from .db import QUERIES, create_pool, database_url
 from .errors import (
     BadRequest,
+    DataStructureError,
     GatewayError,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
-    Unauthorized,
     shorten,
 )
-from .forms import GET_DATA, SYNC_DATA, SYNC_VOUCHER, Registry, build_registry
+from .forms import ENDPOINTS, GET_DATA, SYNC_DATA, SYNC_VOUCHER, Registry, build_registry
 from .logging import configure_logging
 from .responses import SECURITY_HEADERS, render_error, success, utc_iso
 
@@ -53,8 +67,9 @@ _REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
 # reads) and read (the headers it answers with). No credentials: the token travels in the Authorization
 # header, never in a cookie.
 CORS_METHODS = ("POST", "GET")  # the API; /healthz and /readyz
-CORS_REQUEST_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID")
-CORS_EXPOSED_HEADERS = ("X-Request-ID", "Retry-After", "Idempotent-Replayed")
+CORS_REQUEST_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID", "X-Tenant-ID")
+CORS_EXPOSED_HEADERS = ("X-Request-ID", "Retry-After", "Idempotent-Replayed",
+                        "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 CORS_MAX_AGE = 600  # seconds a browser may keep a preflight's answer
 
 
@@ -125,6 +140,7 @@ class Gateway:
                                         settings.jwt_issuer, settings.jwt_audience)
         self.cursors = feed.Cursors(settings.resolved_secret())
         self.pool: asyncpg.Pool | None = None
+        self.limiter = ratelimit.RateLimiter(settings.rate_limit_tenant, settings.rate_limit_user)
 
     def require_pool(self) -> asyncpg.Pool:
         if self.pool is None:
@@ -177,8 +193,8 @@ async def revoke_token(request: Request) -> Response:
     then on."""
     gw: Gateway = request.app.state.gateway
     pool = gw.require_pool()
-    claims = auth.claims_from_header(gw.tokens, request.headers.get("authorization"))
-    structlog.contextvars.bind_contextvars(user=claims["sub"], tenant=claims["tenant"])
+    caller = await auth.admit(gw.tokens, gw.limiter, pool, request.headers)
+    claims = caller.claims
     body = await read_json_object(request, 64 * 1024)
     presented = _refresh_token_field(body)
     everything = next((v for k, v in body.items() if k.lower() == "all"), None) is True
@@ -187,7 +203,7 @@ async def revoke_token(request: Request) -> Response:
     if not everything and (not isinstance(presented, str) or not presented):
         raise BadRequest("Field 'refreshtoken' is a required string")
     async with pool.acquire() as conn:
-        await auth.principal_for(conn, claims)  # a token already ended revokes nothing
+        await auth.principal_for(conn, claims, caller.tenant_header)  # a token already ended revokes nothing
         revoked = await tokens.revoke(conn, claims, presented, everything)
     return success("Success", revoked=revoked)
 
@@ -196,13 +212,10 @@ def _endpoint_handler(endpoint: str) -> Callable[[Request], Awaitable[Response]]
     async def handler(request: Request) -> Response:
         gw: Gateway = request.app.state.gateway
         pool = gw.require_pool()
-        # A forged or expired token is refused before its body is read (and audited, on a connection of its own).
-        try:
-            claims = auth.claims_from_header(gw.tokens, request.headers.get("authorization"))
-        except Unauthorized as exc:
-            await audit.token_refused(pool, exc)
-            raise
-        structlog.contextvars.bind_contextvars(user=claims["sub"], tenant=claims["tenant"])
+        # Token, X-Tenant-ID (by code now, by id with the user's row) and rate limits, before the body is read:
+        # a refusal here costs neither reading nor parsing (nor a write's audit row).
+        caller = await auth.admit(gw.tokens, gw.limiter, pool, request.headers)
+        claims, tenant_header = caller.claims, caller.tenant_header
         # From here on every outcome of a write, a refusal too, leaves one audit row (gateway/audit.py); a read
         # leaves none.
         trail = audit.WriteTrail(endpoint, claims, request.headers.get(idempotency.HEADER),
@@ -223,7 +236,7 @@ def _endpoint_handler(endpoint: str) -> Callable[[Request], Awaitable[Response]]
         if op == "get":
             out: dict[str, Any] | Response
             async with pool.acquire() as conn:
-                principal = await auth.principal_for(conn, claims)
+                principal = await auth.principal_for(conn, claims, tenant_header)
                 principal.require(policy, permissions.READ, form, form.get_name)
                 # A catalog's pull without `limit` is streamed: it reads on a connection of its own from the pool.
                 out = await form.pull(conn, principal.tenant_id, body, pool=pool, cursors=gw.cursors)
@@ -247,12 +260,12 @@ def _endpoint_handler(endpoint: str) -> Callable[[Request], Awaitable[Response]]
             raise
 
         async def write(conn: asyncpg.Connection) -> Response:
-            principal = await auth.principal_for(conn, claims)
+            principal = await auth.principal_for(conn, claims, tenant_header)
             principal.require(policy, permissions.WRITE, form, form.name)
             if work.batch.deletes:  # master records with action "delete", vouchers with Status "0"
                 principal.require(policy, permissions.DELETE, form, form.name)
             if key is None:
-                return _synced(await sync.apply(conn, principal.tenant_id, work))
+                return _synced(await _apply(conn, principal.tenant_id, work))
             stored = await idempotency.begin(conn, principal.tenant_id, key, idempotency.fingerprint(endpoint, raw))
             if stored is not None:
                 log.info("idempotent_replay", status=stored.status)
@@ -268,7 +281,7 @@ def _endpoint_handler(endpoint: str) -> Callable[[Request], Awaitable[Response]]
 
             kept = False
             try:
-                response = _synced(await sync.apply(conn, tenant_id, work, keep=keep))
+                response = _synced(await _apply(conn, tenant_id, work, keep=keep))
                 kept = not work.options.dry_run  # committed with the work; a dry run's was rolled back
             except Exception as exc:  # noqa: BLE001 - every failure is answered, through the same table
                 # Rendered here rather than by ErrorEnvelope so that the answer can be stored for a retry to
@@ -296,9 +309,38 @@ def _endpoint_handler(endpoint: str) -> Callable[[Request], Awaitable[Response]]
     return handler
 
 
+async def _apply(conn: asyncpg.Connection, tenant_id: int, work: sync.SyncPlan,
+                 keep: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> dict[str, Any]:
+    """sync.apply, with the records of its answer counted by outcome (a refused batch's too); a dry run writes
+    nothing, so it counts nothing."""
+    try:
+        out = await sync.apply(conn, tenant_id, work, keep=keep)
+    except DataStructureError as exc:
+        if not work.options.dry_run:
+            metrics.count_records(work.form.name, exc.extra.get("result"))
+        raise
+    if not work.options.dry_run:
+        metrics.count_records(work.form.name, out["result"])
+    return out
+
+
 def _synced(out: dict[str, Any]) -> Response:
     log.info("synced", records=out["records"], **out["result"])
     return success("SUCCESS", **out)
+
+
+async def webhooks_endpoint(request: Request) -> Response:
+    """POST /api/webhooks: the admin's tenant's webhook subscriptions and deliveries (gateway/webhooks.py), one
+    `action` a request; 401 without a valid token, 403 for any role but admin."""
+    gw: Gateway = request.app.state.gateway
+    pool = gw.require_pool()
+    caller = await auth.admit(gw.tokens, gw.limiter, pool, request.headers)
+    body = await read_json_object(request, 64 * 1024)
+    async with pool.acquire() as conn:
+        principal = await auth.principal_for(conn, caller.claims, caller.tenant_header)
+        principal.require_admin("manage webhooks")
+        return success("SUCCESS", **await webhooks.api_action(conn, gw.registry, gw.settings,
+                                                               principal.tenant_id, body, principal.username))
 
 
 async def healthz(request: Request) -> Response:
@@ -382,6 +424,7 @@ class RequestContext:
         start = time.perf_counter()
         status = 500
         audited = audit.begin_request(request_id, scope.get("client"), start)  # what its audit rows carry
+        limits = ratelimit.begin_request()  # the RateLimit-* headers, when the endpoint counts the request
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -389,13 +432,15 @@ class RequestContext:
                 status = message["status"]
                 message.setdefault("headers", [])
                 # Every answer, errors, 404s and streamed pulls included, with the security headers too.
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode()), *SECURITY_HEADERS,
+                                      *ratelimit.answer_headers()]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             audit.end_request(audited)
+            ratelimit.end_request(limits)
             log.info("request", method=scope["method"], path=scope["path"], status=status,
                      ms=round((time.perf_counter() - start) * 1000, 2))
 
@@ -432,7 +477,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         gateway.pool = await create_pool(database_url(settings), settings)
         log.info("started", forms=len(registry.forms))
         try:
-            yield
+            async with metrics.pool_watched(gateway.pool if settings.metrics else None):
+                yield
         finally:
             await gateway.pool.close()
             gateway.pool = None
@@ -446,7 +492,12 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         Route("/api/GetData", _endpoint_handler(GET_DATA), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/api/webhooks", webhooks_endpoint, methods=["POST"]),
+        *docs_page.routes(registry, settings),  # /api/schemas/{form}, /openapi.json, /docs
+        *admin.routes(),  # /admin and its files, /api/admin/overview
     ]
+    if settings.metrics:
+        routes.append(Route("/metrics", metrics.scrape, methods=["GET"]))
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: on_routing_error})
     app.state.gateway = gateway
     # Added first, so innermost: RequestContext, outermost, then logs the status of the rendered error.
@@ -459,5 +510,14 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
                            allow_headers=CORS_REQUEST_HEADERS, expose_headers=CORS_EXPOSED_HEADERS,
                            allow_credentials=False, max_age=CORS_MAX_AGE)
     app.add_middleware(RequestContext)
+    if settings.metrics:
+        # Outermost: it counts every answer, those of the middlewares above included, with its final status.
+        app.add_middleware(metrics.Observe, routes=routes, forms=_form_names(registry),
+                           form_paths=[f"/api/{endpoint}" for endpoint in ENDPOINTS])
     return app
+
+
+def _form_names(registry: Registry) -> set[str]:
+    """The names the handlers bind as `form`: a form's SyncData/SyncVoucher name and its GetData name."""
+    return {form.name for form in registry.forms} | {form.get_name for form in registry.forms}
 

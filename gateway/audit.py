@@ -52,8 +52,9 @@ USER_ENABLED = "user_enabled"
 TOKEN_REFRESHED = "token_refreshed"  # /api/refreshToken: a refresh token spent for a new pair
 REFRESH_REFUSED = "refresh_refused"  # unknown, expired, revoked or reused (which revokes its family)
 LOGOUT = "logout"  # /api/revokeToken
+WEBHOOK_CHANGED = "webhook_changed"  # a subscription added, removed, paused, resumed or re-keyed; a replay
 KINDS = (WRITE, LOGIN, LOGIN_FAILED, LOGIN_THROTTLED, TOKEN_REFUSED, PASSWORD_CHANGED, ROLE_CHANGED,
-         USER_DISABLED, USER_ENABLED, TOKEN_REFRESHED, REFRESH_REFUSED, LOGOUT)
+         USER_DISABLED, USER_ENABLED, TOKEN_REFRESHED, REFRESH_REFUSED, LOGOUT, WEBHOOK_CHANGED)
 
 COUNTS = ("inserted", "updated", "unchanged", "deleted", "failed")  # of the answer's `result`
 DEFAULT_RETENTION_DAYS = 365
@@ -152,6 +153,17 @@ async def admin_event(conn: asyncpg.Connection, kind: str, username: str, detail
     what = f"{detail}; " if detail else ""
     await conn.execute(QUERIES["audit_insert_user"], username, kind, "cli", None, None, None, None,
                        f"{what}gateway CLI as {_operator()}")
+
+
+async def config_event(conn: asyncpg.Connection, kind: str, tenant_id: int, detail: str,
+                       username: str | None) -> None:
+    """A change to the tenant's configuration, by its admin user `username` through the API or, with None,
+    through the CLI; in the change's own transaction: the two commit together or not at all."""
+    if username is None:
+        detail = f"{detail}; gateway CLI as {_operator()}"
+    request_id, client_addr, duration = _request_fields()
+    await conn.execute(QUERIES["audit_insert"], tenant_id, None, username, kind, "cli" if username is None else
+                       "webhooks", None, None, None, request_id, client_addr, duration, None, detail)
 
 
 async def token_refused(db: Db, exc: GatewayError, claims: dict[str, Any] | None = None) -> None:

@@ -17,14 +17,16 @@ from typing import Any
 
 import asyncpg
 import jwt
+import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from . import audit
-from .db import QUERIES
-from .errors import InvalidCredentials, TooManyRequests, Unauthorized
+from .db import QUERIES, enter_tenant
+from .errors import Forbidden, InvalidCredentials, TooManyRequests, Unauthorized
 from .keys import BadHeader, KeyRing, token_kid
-from .permissions import ROLES, Policy  # noqa: F401 - ROLES: the built-in roles' names, as before
+from .permissions import ADMIN, ROLES, Policy  # noqa: F401 - ROLES: the built-in roles' names, as before
+from .ratelimit import RateLimiter
 
 # The user's token version when the token was issued; passwd, disable and a role change bump it. Tokens
 # issued before the claim existed have none and count as version 0.
@@ -160,6 +162,12 @@ class Principal:
     def require(self, policy: Policy, action: str, form: Any, shown: str) -> None:
         """Refuse (403) unless the user's role has `action` on `form` (gateway/permissions.py)."""
         policy.require(self.role, self.permissions, action, form, shown)
+
+    def require_admin(self, what: str) -> None:
+        """Refuse (403) unless the user holds the built-in admin role itself: a tenant's own role cannot be
+        granted what is admin-only (the admin page, webhooks, which send the tenant's data anywhere)."""
+        if self.role != ADMIN:
+            raise Forbidden(f"Role '{self.role}' may not {what}; it is for the admin role", permission="admin")
 
 
 @dataclass(frozen=True)
@@ -306,12 +314,53 @@ async def login(pool: asyncpg.Pool, tokens: TokenService, username: str, passwor
     return tokens.issue(row["username"], row["tenant_code"], row["role"], version=row["token_version"])
 
 
+TENANT_HEADER = "x-tenant-id"
+
+
+def check_tenant_header(header: str | None, tenant: str, tenant_id: int | None = None) -> None:
+    """An X-Tenant-ID header, when sent, names the token's tenant: its code, or its id (`tenant_id`, known once
+    the user's row is read; until then a number passes, to be checked again). Anything else is refused (403)
+    before anything is read or written."""
+    if header is None or header == tenant:
+        return
+    if header.isascii() and header.isdigit() and (tenant_id is None or header == str(tenant_id)):
+        return
+    raise Forbidden(f"X-Tenant-ID {header[:64]!r} does not match the token's tenant {tenant!r}",
+                    field="X-Tenant-ID")
+
+
 def claims_from_header(tokens: TokenService, header: str | None) -> dict:
     """Signature, expiry, issuer and audience: checked without the database, before the body is read."""
     return tokens.decode(token_from_header(header))
 
 
-async def principal_for(conn: asyncpg.Connection, claims: dict) -> Principal:
+@dataclass(frozen=True)
+class Caller:
+    """A request's verified token claims and its X-Tenant-ID header, before the user's row is read."""
+    claims: dict
+    tenant_header: str | None
+
+
+async def admit(tokens: TokenService, limiter: RateLimiter, pool: asyncpg.Pool, headers: Any) -> Caller:
+    """What every endpoint that takes an access token does before it reads the body, in this order: the token
+    (a refused one is audited, on a connection of its own), the log context, X-Tenant-ID against the token's
+    tenant (403), then the rate limits (429), so that a refusal costs neither reading nor parsing."""
+    try:
+        claims = claims_from_header(tokens, headers.get("authorization"))
+    except Unauthorized as exc:
+        await audit.token_refused(pool, exc)
+        raise
+    structlog.contextvars.bind_contextvars(user=claims["sub"], tenant=claims["tenant"])
+    tenant_header = headers.get(TENANT_HEADER)
+    check_tenant_header(tenant_header, claims["tenant"])
+    await limiter.admit(pool, claims["tenant"], claims["sub"])
+    return Caller(claims, tenant_header)
+
+
+async def principal_for(conn: asyncpg.Connection, claims: dict, tenant_header: str | None = None) -> Principal:
+    """The token's user as it is now, its tenant set on `conn` for row security (0019_row_security.sql);
+    401 when the token has ended, 403 when `tenant_header` (X-Tenant-ID) names another tenant."""
+    enter_tenant(conn)  # noted before it is set: a statement cut short may still have set it
     row = await conn.fetchrow(QUERIES["user_for_token"], claims["sub"], claims["jti"])
     # A token outlives nothing: a disabled user, a changed password or a moved user all end it. The version
     # is exact where timestamps are not (a token issued in the second of a disable); the timestamp still
@@ -327,6 +376,7 @@ async def principal_for(conn: asyncpg.Connection, claims: dict) -> Principal:
         refused = Unauthorized("Token is no longer valid")
         await audit.token_refused(conn, refused, claims)  # the claims are signed: the user and tenant are known
         raise refused
+    check_tenant_header(tenant_header, row["tenant_code"], row["tenant_id"])
     permissions = row["role_permissions"]
     return Principal(username=row["username"], tenant_id=row["tenant_id"], tenant=row["tenant_code"],
                      role=row["role"], permissions=None if permissions is None else tuple(permissions))

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from . import audit, auth, costing, keys, permissions, tenants
+from . import audit, auth, costing, keys, permissions, ratelimit, tenants
 from .config import ConfigError, Settings
-from .db import QUERIES, connect, database_url, migrate
+from .db import APP_ROLE, QUERIES, connect, migrate, owner_url, with_user
 
 if TYPE_CHECKING:
     from .forms import Registry
@@ -64,7 +64,7 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 async def _with_db(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
-    conn = await connect(database_url(settings))
+    conn = await connect(owner_url(settings))  # administration spans tenants: the owner, not the API's role
     try:
         await migrate(conn)
         return await work(conn)
@@ -93,7 +93,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     from .logging import configure_logging
 
     configure_logging(settings.log_level)  # so that migrations applied at start are logged, as JSON
-    url = database_url(settings)  # starts the embedded server when DATABASE_URL is unset; it lives with us
+    # Migrated as the owner, served as the API's role (on the embedded server, started here when DATABASE_URL
+    # is unset and living with us: its superuser, then gateway_app, which the migrations create).
+    url = owner_url(settings)
+    app_url = settings.database_url or with_user(url, APP_ROLE)
 
     async def run() -> tuple[str, str] | None:
         conn = await connect(url)
@@ -110,18 +113,22 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         print(f"Created tenant 'demo' with admin user '{demo[0]}', password '{demo[1]}' (shown only once).",
               flush=True)
     settings.resolved_secret()  # generate it before the workers start, so they all share it
-    os.environ["DATABASE_URL"] = url
+    os.environ["DATABASE_URL"] = app_url
 
     def ready() -> None:
         print(f"Serving on http://{args.host}:{args.port} with {args.workers} worker(s)", flush=True)
 
+    from .webhook_worker import main as webhook_worker  # delivers webhooks beside the web workers
+
+    # The supervisor is this process: the worker, given its id, stops once it is gone.
+    companion = None if args.no_webhook_worker else (webhook_worker, (url, os.getpid()))
     server.run("gateway.app:create_app", host=args.host, port=args.port, workers=args.workers, ready=ready,
-               access_log=False, log_level="warning")
+               companion=companion, access_log=False, log_level="warning")
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
     async def run() -> list[str]:
-        conn = await connect(database_url(settings))
+        conn = await connect(owner_url(settings))
         try:
             return await migrate(conn)
         finally:
@@ -201,8 +208,14 @@ def cmd_tenant_list(args: argparse.Namespace, settings: Settings) -> None:
         return await conn.fetch(QUERIES["tenant_list"])
 
     rows = asyncio.run(_with_db(settings, work))
-    print(_table(("CODE", "NAME", "BASE CURRENCY", "LOCKED UNTIL", "USERS"),
-                 ((r["code"], r["name"], r["base_currency"], r["locked_until"], r["users"]) for r in rows)))
+    print(_table(("CODE", "NAME", "BASE CURRENCY", "LOCKED UNTIL", "USERS", "RATE LIMIT", "USER RATE LIMIT"),
+                 ((r["code"], r["name"], r["base_currency"], r["locked_until"], r["users"],
+                   _limit_shown(r["rate_limit"]), _limit_shown(r["user_rate_limit"])) for r in rows)))
+
+
+def _limit_shown(value: int | None) -> str:
+    """A tenant's limit as `tenant list` shows it: per minute, `none`, or `default` (the settings')."""
+    return "default" if value is None else "none" if value == 0 else f"{value}/min"
 
 
 def cmd_user_list(args: argparse.Namespace, settings: Settings) -> None:
@@ -235,12 +248,39 @@ def cmd_tenant_lock(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_tenant_set(args: argparse.Namespace, settings: Settings) -> None:
+    limits = {"rate limit": args.rate_limit, "user rate limit": args.user_rate_limit}
+    if args.negative_stock is None and all(v is None for v in limits.values()):
+        raise CliError("give --negative-stock, --rate-limit or --user-rate-limit")
+
     async def work(conn: asyncpg.Connection) -> None:
-        if not await costing.set_negative_stock(conn, args.code, args.negative_stock):
-            raise CliError(f"no tenant {args.code!r}")
+        async with conn.transaction():  # every option given, or none
+            found = True
+            if args.negative_stock is not None:
+                found = await costing.set_negative_stock(conn, args.code, args.negative_stock)
+            if found and any(v is not None for v in limits.values()):
+                found = await ratelimit.set_limits(
+                    conn, args.code, tenant=_limit_value(args.rate_limit), set_tenant=args.rate_limit is not None,
+                    user=_limit_value(args.user_rate_limit), set_user=args.user_rate_limit is not None)
+            if not found:
+                raise CliError(f"no tenant {args.code!r}")
 
     asyncio.run(_with_db(settings, work))
-    print(f"tenant {args.code!r}: negative stock {args.negative_stock}")
+    changes = [f"negative stock {args.negative_stock}"] if args.negative_stock is not None else []
+    changes += [f"{name} {_limit_shown(_limit_value(raw))}" for name, raw in limits.items() if raw is not None]
+    print(f"tenant {args.code!r}: " + ", ".join(changes))
+
+
+def _rate_limit(raw: str) -> str:
+    """`--rate-limit`'s value, checked: requests per minute, 0 (none) or `default`."""
+    try:
+        ratelimit.parse_limit(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return raw
+
+
+def _limit_value(raw: str | None) -> int | None:
+    return None if raw is None else ratelimit.parse_limit(raw)
 
 
 def cmd_tenant_recost(args: argparse.Namespace, settings: Settings) -> None:
@@ -430,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
                        default=int(os.environ.get("GATEWAY_WORKERS", os.cpu_count() or 1)))
     serve.add_argument("--no-demo", action="store_true",
                        help="do not create the demo tenant on an empty database")
+    serve.add_argument("--no-webhook-worker", action="store_true",
+                       help="do not run the webhook delivery worker (run `gateway webhook worker` instead)")
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", help="apply pending SQL migrations").set_defaults(func=cmd_migrate)
@@ -460,9 +502,13 @@ def build_parser() -> argparse.ArgumentParser:
     t_lock.set_defaults(func=cmd_tenant_lock)
     t_set = tenant.add_parser("set", help="change a tenant's settings")
     t_set.add_argument("code")
-    t_set.add_argument("--negative-stock", choices=costing.NEGATIVE_STOCK, required=True,
+    t_set.add_argument("--negative-stock", choices=costing.NEGATIVE_STOCK,
                        help="refuse (default): an outflow beyond the stock on hand is refused; allow: costed at the"
                             " last average")
+    t_set.add_argument("--rate-limit", type=_rate_limit, metavar="N",
+                       help="requests per minute for the whole tenant; 0: none; default: GATEWAY_RATE_LIMIT_TENANT")
+    t_set.add_argument("--user-rate-limit", type=_rate_limit, metavar="N",
+                       help="requests per minute for each user of the tenant; 0: none; default: GATEWAY_RATE_LIMIT_USER")
     t_set.set_defaults(func=cmd_tenant_set)
     t_recost = tenant.add_parser("recost", help="value all the tenant's stock movements again (cost of sales)")
     t_recost.add_argument("code")
@@ -527,6 +573,14 @@ def build_parser() -> argparse.ArgumentParser:
     r_delete.add_argument("tenant")
     r_delete.add_argument("name")
     r_delete.set_defaults(func=cmd_role_delete)
+
+    from .webhook_cli import add_commands  # it builds on this module's helpers
+
+    add_commands(sub)
+    from . import pull, push  # files to and from a running gateway, through its API
+
+    push.add_parser(sub)
+    pull.add_parser(sub)
     return parser
 
 
@@ -538,12 +592,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        args.func(args, settings)
+        status = args.func(args, settings)  # push and pull have exit statuses of their own
     except (CliError, ConfigError) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m gateway.cli` runs this file as __main__, beside gateway.cli, which the command modules import
+    # (gateway/webhook_cli.py): run that module's main, so that the errors they raise are the ones it catches.
+    from gateway.cli import main as package_main
+
+    sys.exit(package_main())

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
@@ -31,8 +32,26 @@ def embedded_url(settings: Settings) -> str:
     return server.get_uri()
 
 
+# The role the API connects as on the embedded server, created by 0019_row_security.sql: held to row security.
+APP_ROLE = "gateway_app"
+
+
+def with_user(url: str, user: str) -> str:
+    """`url` connecting as `user` instead, without a password (the embedded server trusts local connections)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, f"{user}@{host}", parts.path, parts.query, parts.fragment))
+
+
 def database_url(settings: Settings) -> str:
-    return settings.database_url or embedded_url(settings)
+    """The API's connection: DATABASE_URL, else the embedded server as the application role."""
+    return settings.database_url or with_user(embedded_url(settings), APP_ROLE)
+
+
+def owner_url(settings: Settings) -> str:
+    """The connection for migrations and administration across tenants: GATEWAY_OWNER_URL, else DATABASE_URL
+    (one role for both), else the embedded server's superuser."""
+    return settings.owner_url or settings.database_url or embedded_url(settings)
 
 
 def load_queries(path: Path = SQL_DIR / "queries.sql") -> dict[str, str]:
@@ -78,22 +97,27 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
                 await conn.execute(QUERIES["migration_applied"], version, path.name)
             applied_now.append(path.name)
             log.info("migration_applied", migration=path.name)
+        from .webhook_worker import ensure_queue_schema  # the webhook job queue's own schema (procrastinate)
+
+        if await ensure_queue_schema(conn):
+            applied_now.append("procrastinate schema")
     finally:
         await conn.execute(QUERIES["migration_unlock"], _MIGRATION_LOCK)
     return applied_now
 
 
-# Session settings sent at connection start-up, the one place the gateway sets anything for a session (the
-# pool does not reset connections, see GatewayConnection; everything else is SET LOCAL inside a transaction).
+# Session settings sent at connection start-up. The pool does not reset connections wholesale (see
+# GatewayConnection): besides these, only a request's tenant is set for a session, and reset after it; everything
+# else is SET LOCAL inside a transaction.
 # UTC makes day boundaries (dateFrom/dateTo) UTC days whatever the server's default time zone.
 SERVER_SETTINGS = {"timezone": "UTC", "application_name": "erp-sync-gateway"}
 
 
 class GatewayConnection(asyncpg.Connection):
-    """A connection that remembers which temporary staging tables it has created already, and which
-    session-level advisory locks it may hold."""
+    """A connection that remembers which temporary staging tables it has created already, which
+    session-level advisory locks it may hold, and whether a request set its tenant."""
 
-    __slots__ = ("session_locks", "staged")
+    __slots__ = ("session_locks", "staged", "tenant_reset")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -101,19 +125,50 @@ class GatewayConnection(asyncpg.Connection):
         # Session advisory locks taken (or being taken) on this connection and not yet released: see
         # idempotency.py, which adds a lock here before it asks for it and removes it once released.
         self.session_locks: set[int] = set()
+        # Holds True once a tenant was set for the session (enter_tenant), to be reset before anyone else uses
+        # the connection. A set, as session_locks: the pool's proxy of the connection passes its mutations on.
+        self.tenant_reset: set[bool] = set()
 
     def get_reset_query(self) -> str:
         # The pool sends this when a connection comes back (asyncpg's default: RESET ALL, CLOSE ALL, UNLISTEN,
-        # advisory unlock): a round trip per request, for state the gateway never leaves behind. It sets
-        # nothing for the session (only SET LOCAL, inside transactions) and listens to nothing. The one
-        # session state it takes, an Idempotency-Key's advisory lock, is released by the request itself; a
-        # request cut short before it could (cancelled, or failed half-way) leaves it here, to be released
-        # before the connection serves anyone else. An open transaction is rolled back by the pool whatever
-        # this returns.
-        if not self.session_locks:
-            return ""
-        self.session_locks.clear()
-        return QUERIES["session_unlock_all"]
+        # advisory unlock), for the state the gateway leaves behind, and only then. It listens to nothing. A
+        # request sets its tenant for the session (enter_tenant): the next request, whoever's, starts with none.
+        # An Idempotency-Key's advisory lock is released by the request itself; a request cut short before it
+        # could (cancelled, or failed half-way) leaves it here, to be released before the connection serves
+        # anyone else. An open transaction is rolled back by the pool whatever this returns.
+        reset = []
+        if self.tenant_reset:
+            self.tenant_reset.clear()
+            reset.append(QUERIES["tenant_reset"])
+        if self.session_locks:
+            self.session_locks.clear()
+            reset.append(QUERIES["session_unlock_all"])
+        return "\n".join(reset)
+
+
+def enter_tenant(conn: Any) -> None:
+    """Note that the next statement sets a tenant for `conn`'s session (gateway_principal and the functions
+    like it in 0019_row_security.sql): the pool resets it when the connection comes back."""
+    pending = getattr(conn, "tenant_reset", None)
+    if pending is not None:
+        pending.add(True)
+
+
+async def warn_unless_row_security(pool: asyncpg.Pool) -> None:
+    """Log a warning when the connected role is not held to row security (superuser, BYPASSRLS, or the tables'
+    owner): the tenant filter of every query is then the only wall between tenants."""
+    try:
+        row = await pool.fetchrow(QUERIES["row_security_role"])
+    except (*UNREACHABLE, asyncpg.PostgresError):
+        return  # the database is not there yet (or not migrated): nothing to tell
+    if row is None:
+        return
+    reasons = [why for why, held in (("superuser", row["rolsuper"]), ("BYPASSRLS", row["rolbypassrls"]),
+                                     ("owner of the tables", row["owner"])) if held]
+    if reasons:
+        log.warning("row_security_off", role=row["rolname"], reasons=reasons,
+                    message=f"role {row['rolname']!r} bypasses row-level security ({', '.join(reasons)}): the "
+                            "second wall between tenants is off; connect as a role held to it (README)")
 
 
 async def ensure_stage(conn: Any, name: str, ddl: str) -> None:
@@ -201,13 +256,15 @@ async def create_pool(url: str, settings: Settings) -> asyncpg.Pool:
         "statement_cache_size": 512,
     }
     try:
-        return await _open_pool(url, **options)
+        pool = await _open_pool(url, **options)
     except UNREACHABLE as exc:
         # A worker started during an outage serves anyway (/healthz up, /readyz and the API 503): the pool
         # starts empty, without its minimum of idle connections, and connects on demand once the database
         # is back.
         log.warning("database_unavailable", error=repr(exc))
         return await _open_pool(url, **{**options, "min_size": 0, "init_size": 0})
+    await warn_unless_row_security(pool)
+    return pool
 
 
 async def connect(url: str) -> asyncpg.Connection:

@@ -129,6 +129,10 @@ def configure_logging(level: str = "INFO") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
+    # httpx (the webhook deliveries, the client behind push and pull) logs every request at INFO: a line per
+    # delivery says nothing the deliveries' own lines and metrics do not, so only its warnings are kept.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(numeric, logging.WARNING))
 
 
 # Until a process configures logging for serving, it logs warnings and errors only, still as JSON: the

@@ -410,7 +410,7 @@ async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: 
             data = render(await conn.fetch(query, *sql.params))
             return {"records": len(data), "data": data}
         chunk = STREAM_CHUNK_DOCUMENTS if form.document_column else STREAM_CHUNK_ROWS
-        return StreamedPull(pool, query, sql.params, render, chunk)
+        return StreamedPull(pool, query, sql.params, render, chunk, tenant_id)
     order_cols = ", ".join(f"{_q(c.name)} AS _o{i}" for i, (c, _) in enumerate(order))
     query = (f"SELECT {select}, {order_cols} FROM {table} WHERE {where} ORDER BY {order_sql}"
              f" LIMIT {sql.bind(limit + 1)}")
@@ -480,7 +480,7 @@ class StreamedPull(StreamingResponse):
     """
 
     def __init__(self, pool: asyncpg.Pool, query: str, params: list[Any],
-                 render: Callable[[list[asyncpg.Record]], list[Any]], chunk_rows: int) -> None:
+                 render: Callable[[list[asyncpg.Record]], list[Any]], chunk_rows: int, tenant_id: int) -> None:
         self._body = self._chunks()
         super().__init__(self._body, media_type="application/json")
         self._pool = pool
@@ -488,6 +488,7 @@ class StreamedPull(StreamingResponse):
         self.params = params
         self._render = render
         self._chunk_rows = chunk_rows
+        self._tenant_id = tenant_id
         self._conn: asyncpg.Connection | None = None
         self._tx: Any = None
         self._cursor: Any = None
@@ -515,6 +516,8 @@ class StreamedPull(StreamingResponse):
         await tx.start()
         self._tx = tx
         await self._conn.execute(QUERIES["pull_stream_settings"])
+        # The connection is not the request's: the tenant, for row security, is set again, for this transaction.
+        await self._conn.fetchval(QUERIES["tenant_set_local"], self._tenant_id)
         self._cursor = await self._conn.cursor(self.sql, *self.params)
         self._first = await self._cursor.fetch(self._chunk_rows)
 

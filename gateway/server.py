@@ -20,6 +20,7 @@ from typing import Any
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
+from . import metrics
 from .config import Settings
 from .http import GatewayHttpProtocol
 from .logging import configure_logging, get_logger
@@ -43,14 +44,22 @@ def bind(host: str, port: int) -> socket.socket:
 class _Server(uvicorn.Server):
     """A uvicorn server that says when it serves: its app started up and its socket accepts connections."""
 
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None],
+                 on_stopped: Callable[[], None] = lambda: None) -> None:
         super().__init__(config)
         self._on_started = on_started
+        self._on_stopped = on_stopped
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started:
             self._on_started()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets=sockets)
+        # Here rather than after run(): uvicorn raises the signal that stopped it again once run() ends, which
+        # ends this process before any code after run().
+        self._on_stopped()
 
 
 def _configure_logging() -> None:
@@ -81,27 +90,53 @@ def _worker(app: str, host: str, port: int, started: Any, uvicorn_options: dict[
 def restart(proc: Any, start: Callable[[], Any]) -> Any:
     """A worker that died is replaced, after a pause so that one failing at once does not spin the CPU."""
     log.warning("worker_exited", worker_pid=proc.pid, exitcode=proc.exitcode, restart_in=RESTART_PAUSE_SECONDS)
+    metrics.process_dead(proc.pid)
     time.sleep(RESTART_PAUSE_SECONDS)
     return start()
 
 
 def run(app: str, host: str, port: int, workers: int, ready: Callable[[], None] | None = None,
-        **uvicorn_options: Any) -> None:
+        companion: tuple[Callable[..., None], tuple[Any, ...]] | None = None, **uvicorn_options: Any) -> None:
     """Run `workers` processes serving the app factory `app`; restart any that dies; stop on SIGINT/SIGTERM.
 
     `ready` is called once, when every worker accepts connections. (The CLI prints "Serving on ..." there:
-    a plain line for the operator at the terminal, not a log line.)
+    a plain line for the operator at the terminal, not a log line.) `companion`, a (function, arguments)
+    pair, runs in a process of its own beside the workers (the webhook worker), restarted as they are when
+    they are processes of their own, and stopped with them.
     """
     _configure_logging()
-    announce = ready or (lambda: None)
+    with metrics.run_dir():  # every process of this run counts into it, and /metrics sums them
+        _run(app, host, port, workers, ready or (lambda: None), companion, uvicorn_options)
+
+
+def _run(app: str, host: str, port: int, workers: int, announce: Callable[[], None],
+         companion: tuple[Callable[..., None], tuple[Any, ...]] | None, uvicorn_options: dict[str, Any]) -> None:
+    ctx = multiprocessing.get_context("spawn")
+
+    def start_companion() -> Any:
+        assert companion is not None
+        proc = ctx.Process(target=companion[0], args=companion[1], daemon=False)
+        proc.start()
+        return proc
+
     if workers <= 1:
-        server = _Server(server_config(app, host=host, port=port, **uvicorn_options), on_started=announce)
-        server.run()
+        helper = start_companion() if companion else None
+
+        def stop_helper() -> None:
+            if helper is not None and helper.is_alive():
+                helper.terminate()
+                helper.join(timeout=30)
+
+        server = _Server(server_config(app, host=host, port=port, **uvicorn_options), on_started=announce,
+                         on_stopped=stop_helper)
+        try:
+            server.run()
+        finally:
+            stop_helper()  # when the server failed to start, say
         if not server.started:
             sys.exit(STARTUP_FAILURE)
         return
     bind(host, port).close()  # fail here, in the parent, if the address cannot be bound at all
-    ctx = multiprocessing.get_context("spawn")
     started = ctx.Queue()
     serving: set[int] = set()
     announced = False
@@ -117,19 +152,20 @@ def run(app: str, host: str, port: int, workers: int, ready: Callable[[], None] 
         stopping = True
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    procs = [start() for _ in range(workers)]
+    starters = [start] * workers + ([start_companion] if companion else [])
+    procs = [begin() for begin in starters]
     try:
         while not stopping:
             try:
                 serving.add(started.get(timeout=0.2))
             except queue.Empty:
                 pass
-            if not announced and {proc.pid for proc in procs} <= serving:
+            if not announced and {proc.pid for proc in procs[:workers]} <= serving:
                 announced = True
                 announce()
             for i, proc in enumerate(procs):
                 if not proc.is_alive() and not stopping:
-                    procs[i] = restart(proc, start)
+                    procs[i] = restart(proc, starters[i])
     finally:
         for proc in procs:
             if proc.is_alive():

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from . import audit, auth
-from .db import QUERIES
+from .db import QUERIES, enter_tenant
 from .errors import Unauthorized
 from .logging import get_logger
 
@@ -50,6 +50,8 @@ async def start_family(pool: asyncpg.Pool, access: auth.IssuedToken, ttl_seconds
     """The first refresh token of a new family, for the login that issued `access`."""
     token, digest = _new_token()
     async with pool.acquire() as conn:
+        enter_tenant(conn)
+        await conn.fetchval(QUERIES["tenant_enter_user"], access.username)  # the user's tenant, for row security
         expires = await conn.fetchval(QUERIES["refresh_token_start"], digest, access.username, access.version,
                                       float(ttl_seconds), access.jti, access.expires)
     if expires is None:  # the user was deleted in the instant since the login
@@ -80,6 +82,9 @@ async def refresh(pool: asyncpg.Pool, tokens: auth.TokenService, presented: obje
         raise
     refusal: str | None = None
     async with pool.acquire() as conn:
+        # The token's tenant, for row security (none for an unknown token, whose row is then not found).
+        enter_tenant(conn)
+        await conn.fetchval(QUERIES["tenant_enter_refresh"], digest)
         if random.random() < PURGE_CHANCE:
             await conn.execute(QUERIES["refresh_token_purge"])
         async with conn.transaction():

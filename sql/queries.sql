@@ -1,24 +1,21 @@
 -- Named statements, loaded once by gateway.db.load_queries.
 
 -- name: user_for_login
-SELECT u.username, u.password_hash, u.role, u.disabled, u.token_version, t.code AS tenant_code
-FROM app_user u JOIN tenant t ON t.id = u.tenant_id
-WHERE u.username = $1;
+-- By name, before any tenant is known: through a function with its owner's rights (0019_row_security.sql).
+SELECT username, password_hash, role, disabled, token_version, tenant_code FROM gateway_user_for_login($1);
 
 -- name: user_for_token
--- The permissions of the user's role come along when it is one of its tenant's own (NULL for a built-in role,
--- which gateway/permissions.py resolves in memory): the check needs no round trip of its own.
-SELECT u.username, u.role, u.disabled, u.token_version, u.tenant_id, t.code AS tenant_code,
-       extract(epoch FROM date_trunc('second', u.tokens_valid_after))::bigint
-           AS tokens_valid_after_epoch,
-       r.permissions AS role_permissions,
-       -- $2, the token's jti: one revoked with its refresh family (revokeToken) is refused before it expires.
-       EXISTS (SELECT FROM revoked_access x WHERE x.jti = $2::text) AS access_revoked
-FROM app_user u JOIN tenant t ON t.id = u.tenant_id
-LEFT JOIN tenant_role r ON r.tenant_id = u.tenant_id AND r.name = u.role
-WHERE u.username = $1;
+-- The request's user, read by gateway_principal (0019_row_security.sql), which also sets the user's tenant for
+-- the row security of what the request does next: the permissions of the user's role when it is one of its
+-- tenant's own (NULL for a built-in role, which gateway/permissions.py resolves in memory), so that the check
+-- needs no round trip of its own; and whether $2, the token's jti, was revoked with its refresh family
+-- (revokeToken): such a token is refused before it expires.
+SELECT username, role, disabled, token_version, tenant_id, tenant_code, tokens_valid_after_epoch,
+       role_permissions, access_revoked
+FROM gateway_principal($1, $2);
 
 -- name: tenant_add
+-- A bare tenant: no chart, no defaults (the tests' arranging; `gateway tenant add` uses tenant_create).
 INSERT INTO tenant (code, name) VALUES ($1, $2) RETURNING id;
 
 -- name: tenant_create
@@ -31,7 +28,7 @@ SELECT id, code, name, base_currency, chart FROM tenant WHERE code = $1;
 SELECT id, code, name, base_currency, chart FROM tenant ORDER BY code;
 
 -- name: tenant_list
-SELECT t.code, t.name, t.base_currency, t.locked_until, count(u.id) AS users
+SELECT t.code, t.name, t.base_currency, t.locked_until, t.rate_limit, t.user_rate_limit, count(u.id) AS users
 FROM tenant t LEFT JOIN app_user u ON u.tenant_id = t.id
 GROUP BY t.id
 ORDER BY t.code;
@@ -1004,18 +1001,14 @@ SELECT u.tenant_id, t.code AS tenant_code FROM app_user u JOIN tenant t ON t.id 
 -- The audit log (gateway/audit.py) -----------------------------------------------------------------------
 
 -- name: audit_insert
--- One event. The tenant is $1, else the tenant whose code is $2 (a token's claim), else none.
-INSERT INTO audit_log (tenant_id, username, kind, endpoint, form, counts, idempotency_key, request_id,
-                       client_addr, duration_ms, status, detail)
-VALUES (coalesce($1::integer, (SELECT id FROM tenant WHERE code = $2::text)), $3, $4, $5, $6, $7, $8, $9, $10,
-        $11, $12, $13);
+-- One event. The tenant is $1, else the tenant whose code is $2 (a token's claim), else none. Written with the
+-- owner's rights: the event's tenant need not be the session's (0019_row_security.sql).
+SELECT gateway_audit_insert($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13);
 
 -- name: audit_insert_user
 -- An event about the user a request names ($1): recorded under the user's tenant, and with the name only when
 -- it is a user's (a login's name may be a password typed in the wrong field).
-INSERT INTO audit_log (tenant_id, username, kind, endpoint, request_id, client_addr, duration_ms, status, detail)
-SELECT u.tenant_id, u.username, $2, $3, $4, $5, $6, $7, $8
-FROM (SELECT) AS one LEFT JOIN app_user u ON u.username = $1::text;
+SELECT gateway_audit_insert_user($1, $2, $3, $4, $5, $6, $7, $8);
 
 -- name: audit_purge
 -- At most $2 rows older than $1 days: a purge on the write path stays short (gateway/audit.py PURGE_BATCH).
@@ -1131,3 +1124,289 @@ INSERT INTO revoked_access (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) D
 -- Refresh tokens past their expiry, and denied access tokens past theirs, are worth nothing any more.
 WITH gone AS (DELETE FROM refresh_token WHERE expires_at < now())
 DELETE FROM revoked_access WHERE expires_at < now();
+
+-- Rate limits per tenant and per user (gateway/ratelimit.py, `gateway tenant set --rate-limit`) ----------
+
+-- name: rate_limit_lease
+-- Leases units of the window starting at $3 (seconds since the epoch) of tenant $1's own count ($2 '') or of
+-- its user $2's. The limit is the tenant's rate_limit (user_rate_limit for a user), else $4, the default; no
+-- row when it is 0 (no limit) or there is no such tenant. First the $5 units this worker leased before in the
+-- window and did not spend are given back; then a chunk (a $6-th of the limit, at least 1) is handed out, or
+-- what remains of the limit when less. Returns the limit, the window's count and the units granted (0: the
+-- window is spent). The row lock makes concurrent leases queue, so the count never passes the limit.
+WITH setting AS (
+    SELECT CASE WHEN $2::text = '' THEN coalesce(rate_limit, $4::integer)
+                ELSE coalesce(user_rate_limit, $4::integer) END AS lim
+    FROM tenant WHERE code = $1::text
+)
+INSERT INTO rate_limit_window AS w (tenant, username, window_start, lim, used, granted)
+SELECT $1, $2, $3::bigint, lim, least(lim, greatest(1, lim / $6::integer)), least(lim, greatest(1, lim / $6))
+FROM setting WHERE lim > 0
+ON CONFLICT (tenant, username, window_start) DO UPDATE
+SET lim = EXCLUDED.lim,
+    used = greatest(w.used - $5::integer, 0)
+           + greatest(0, least(EXCLUDED.granted, EXCLUDED.lim - greatest(w.used - $5, 0))),
+    granted = greatest(0, least(EXCLUDED.granted, EXCLUDED.lim - greatest(w.used - $5, 0)))
+RETURNING lim, used, granted;
+
+-- name: rate_limit_purge
+-- Windows that started before $1 (seconds since the epoch) have passed: their counts are worth nothing.
+DELETE FROM rate_limit_window WHERE window_start < $1;
+
+-- name: rate_limit_set
+-- Sets tenant $1's limits where $4 and $5 say so: $2 for the tenant, $3 for each of its users (NULL: the
+-- default, 0: no limit).
+UPDATE tenant SET rate_limit = CASE WHEN $4::boolean THEN $2::integer ELSE rate_limit END,
+                  user_rate_limit = CASE WHEN $5::boolean THEN $3::integer ELSE user_rate_limit END
+WHERE code = $1
+RETURNING id;
+
+-- --- metrics (gateway/metrics.py) ---------------------------------------------------------------------------
+
+-- name: metrics_change_feed
+-- At a scrape: the last change sequence number handed out (a sequence: no row security between it and the
+-- count; a rolled-back write uses numbers too), and the age of the oldest transaction holding a tenant's write
+-- gate (0: none), which change-feed pulls wait for (feed_cutoff). pg_locks and pg_stat_activity are in memory,
+-- bounded by the server's connections; pg_stat_activity shows the start of the gateway role's own sessions.
+SELECT (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM change_seq)::float8 AS sequence,
+       (SELECT coalesce(extract(epoch FROM clock_timestamp() - min(a.xact_start)), 0)::float8
+        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.classid = 1450738502 AND l.objsubid = 2 AND l.granted) AS held_back;
+
+
+-- Admin page (gateway/admin.py) ------------------------------------------------------------------------------
+
+-- name: admin_tenant
+-- Tenant $1 as its admin sees it.
+SELECT code, name, base_currency, chart, locked_until, negative_stock, created_at FROM tenant WHERE id = $1;
+
+-- name: admin_users
+-- The first $2 users of tenant $1 by name, each with its last login (audit_log_last_login: one probe a user).
+SELECT u.username, u.role, u.disabled, u.created_at,
+       (SELECT max(a.at) FROM audit_log a
+        WHERE a.tenant_id = u.tenant_id AND a.username = u.username AND a.kind = 'login') AS last_login
+FROM app_user u
+WHERE u.tenant_id = $1
+ORDER BY u.username
+LIMIT $2;
+
+-- name: admin_user_count
+SELECT count(*) FROM app_user WHERE tenant_id = $1;
+
+-- name: admin_minutes
+-- Tenant $1's write requests in each of the last $2 minutes (the current one included), oldest first: how
+-- many, the records they carried (the answers' counts), and how many did not succeed (a code other than 200,
+-- or none: the client went away). Reads only the window's rows (audit_log_tenant_at).
+WITH window_start AS (
+    SELECT date_trunc('minute', now()) - make_interval(mins => $2::integer - 1) AS t
+), per_minute AS (
+    SELECT date_trunc('minute', a.at) AS minute, count(*) AS requests,
+           sum(coalesce((a.counts->>'inserted')::bigint, 0) + coalesce((a.counts->>'updated')::bigint, 0)
+               + coalesce((a.counts->>'unchanged')::bigint, 0) + coalesce((a.counts->>'deleted')::bigint, 0)
+               + coalesce((a.counts->>'failed')::bigint, 0)) AS records,
+           count(*) FILTER (WHERE a.status IS DISTINCT FROM 200) AS errors
+    FROM audit_log a
+    WHERE a.tenant_id = $1 AND a.kind = 'write' AND a.at >= (SELECT t FROM window_start)
+    GROUP BY 1
+)
+SELECT m.minute, coalesce(p.requests, 0) AS requests, coalesce(p.records, 0)::bigint AS records,
+       coalesce(p.errors, 0) AS errors
+FROM window_start w
+CROSS JOIN generate_series(w.t, date_trunc('minute', now()), interval '1 minute') AS m(minute)
+LEFT JOIN per_minute p ON p.minute = m.minute
+ORDER BY m.minute;
+
+-- name: admin_feed_heads
+-- The latest change of tenant $1 in each feed of $2 (change_log_pull, read backwards: one probe a feed); feeds
+-- never written are left out.
+SELECT f.tbl, l.logged_at, jsonb_array_length(l.keys) AS keys
+FROM unnest($2::text[]) AS f(tbl)
+CROSS JOIN LATERAL (
+    SELECT c.logged_at, c.keys FROM change_log c
+    WHERE c.tenant_id = $1 AND c.tbl = f.tbl
+    ORDER BY c.xid DESC, c.id DESC LIMIT 1
+) AS l
+ORDER BY l.logged_at DESC;
+
+-- name: admin_delivery_counts
+-- Tenant $1's last $2 webhook deliveries by state: delivered, waiting for their first attempt, failing (tried,
+-- to be retried), dead (given up).
+SELECT count(*) FILTER (WHERE status = 'delivered') AS delivered,
+       count(*) FILTER (WHERE status = 'pending' AND attempts = 0) AS pending,
+       count(*) FILTER (WHERE status = 'pending' AND attempts > 0) AS failing,
+       count(*) FILTER (WHERE status = 'dead') AS dead,
+       count(*) AS total
+FROM (SELECT status, attempts FROM webhook_delivery WHERE tenant_id = $1 ORDER BY seq DESC LIMIT $2) AS recent;
+
+-- Row-level security (0019_row_security.sql, gateway/db.py) ------------------------------------------------
+
+-- name: tenant_enter_user
+-- Sets the tenant of the user $1 for the session (none for nobody); returns it.
+SELECT gateway_enter_user_tenant($1);
+
+-- name: tenant_enter_refresh
+-- Sets the tenant of the refresh token whose SHA-256 is $1 for the session (none for an unknown token).
+SELECT gateway_enter_refresh_tenant($1);
+
+-- name: tenant_set_local
+-- Sets the tenant $1 for the current transaction only.
+SELECT set_config('gateway.tenant_id', $1::integer::text, true);
+
+-- name: tenant_reset
+-- The pool's reset of a connection a request set its tenant on: no tenant, until the next sets its own.
+RESET gateway.tenant_id;
+
+-- name: row_security_role
+-- Whether the connected role is held to row security: a superuser or BYPASSRLS role is not, nor (through its
+-- maintenance policy) the owner of the tables.
+SELECT r.rolname, r.rolsuper, r.rolbypassrls, pg_has_role(current_user, c.relowner, 'USAGE') AS owner
+FROM pg_roles r, pg_class c
+WHERE r.rolname = current_user AND c.oid = 'app_user'::regclass;
+
+-- --- webhooks (gateway/webhooks.py, gateway/webhook_worker.py) ---------------------------------------------
+
+-- name: webhook_add
+-- A subscription of tenant $1: url $2, forms $3, secrets $4 (the new one).
+INSERT INTO webhook_subscription (tenant_id, url, forms, secrets) VALUES ($1, $2, $3, $4) RETURNING id;
+
+-- name: webhook_list
+-- The subscriptions of tenant $1 (NULL: every tenant's), oldest first.
+SELECT s.id, t.code AS tenant, s.url, s.forms, s.active, s.created_at,
+       (SELECT count(*) FROM webhook_delivery d WHERE d.subscription_id = s.id AND d.status = 'pending') AS pending,
+       (SELECT count(*) FROM webhook_delivery d WHERE d.subscription_id = s.id AND d.status = 'dead') AS dead
+FROM webhook_subscription s JOIN tenant t ON t.id = s.tenant_id
+WHERE $1::integer IS NULL OR s.tenant_id = $1
+ORDER BY s.id;
+
+-- name: webhook_get
+-- Subscription $1 of tenant $2 (NULL: any tenant), with its tenant's code.
+SELECT s.id, s.tenant_id, t.code AS tenant, s.url, s.forms, s.secrets, s.active
+FROM webhook_subscription s JOIN tenant t ON t.id = s.tenant_id
+WHERE s.id = $1 AND ($2::integer IS NULL OR s.tenant_id = $2);
+
+-- name: webhook_remove
+-- Removes subscription $1 of tenant $2 (NULL: any tenant) with its deliveries; their queued jobs find nothing.
+-- Its tenant, for the audit log.
+DELETE FROM webhook_subscription WHERE id = $1 AND ($2::integer IS NULL OR tenant_id = $2) RETURNING tenant_id;
+
+-- name: webhook_lock_secrets
+-- Subscription $1's secrets and tenant (of tenant $2, NULL: any), locked for a rotation.
+SELECT secrets, tenant_id FROM webhook_subscription WHERE id = $1 AND ($2::integer IS NULL OR tenant_id = $2) FOR UPDATE;
+
+-- name: webhook_set_secrets
+UPDATE webhook_subscription SET secrets = $2 WHERE id = $1;
+
+-- name: webhook_set_active
+-- Pauses ($3 false) or resumes subscription $1 of tenant $2 (NULL: any tenant). Paused, its position stays:
+-- resumed, it carries on from there, nothing lost.
+UPDATE webhook_subscription SET active = $3 WHERE id = $1 AND ($2::integer IS NULL OR tenant_id = $2)
+RETURNING tenant_id;
+
+-- name: webhook_active_ids
+-- The active subscriptions, for the dispatcher.
+SELECT id FROM webhook_subscription WHERE active ORDER BY id;
+
+-- name: webhook_claim
+-- Subscription $1 locked for one dispatch, unless another dispatcher holds it (it carries on from there).
+SELECT s.id, s.tenant_id, t.code AS tenant, s.forms, s.positions
+FROM webhook_subscription s JOIN tenant t ON t.id = s.tenant_id
+WHERE s.id = $1 AND s.active
+FOR UPDATE OF s SKIP LOCKED;
+
+-- name: webhook_set_positions
+UPDATE webhook_subscription SET positions = $2 WHERE id = $1;
+
+-- name: webhook_changed_forms
+-- Which of the feeds $2 of tenant $1 hold a change past the position $3 ("xid.id.place") reached in each: only
+-- those are pulled. An index probe each (change_log_pull); an entry read up to its last key is past.
+SELECT p.tbl
+FROM unnest($2::text[], $3::text[]) AS p(tbl, pos)
+CROSS JOIN LATERAL (SELECT split_part(p.pos, '.', 1)::xid8 AS xid, split_part(p.pos, '.', 2)::bigint AS id,
+                           split_part(p.pos, '.', 3)::bigint AS place) q
+WHERE EXISTS (SELECT 1 FROM change_log l
+              WHERE l.tenant_id = $1 AND l.tbl = p.tbl AND l.xid >= q.xid
+                AND (l.xid, l.id, jsonb_array_length(l.keys)) > (q.xid, q.id, q.place));
+
+-- name: webhook_delivery_add
+-- A delivery $1 of subscription $3 (tenant $2): the body $4 holding $5 changes, to be queued.
+INSERT INTO webhook_delivery (id, tenant_id, subscription_id, body, changes) VALUES ($1, $2, $3, $4, $5);
+
+-- name: webhook_queue
+-- Puts the pending deliveries that have no job yet (new ones, replayed ones) in the job queue ($1, task $2), in
+-- the order they were made, in the transaction that marks them queued. A subscription's jobs share its lock,
+-- so procrastinate runs them one at a time, in order, a job waiting for its retry holding back the later ones.
+WITH picked AS (
+    SELECT d.id, d.subscription_id FROM webhook_delivery d
+    WHERE d.status = 'pending' AND NOT d.queued
+      AND EXISTS (SELECT FROM webhook_subscription s WHERE s.id = d.subscription_id AND s.active)
+    ORDER BY d.seq LIMIT 500
+    FOR UPDATE OF d SKIP LOCKED
+),
+marked AS (
+    UPDATE webhook_delivery d SET queued = true FROM picked p WHERE d.id = p.id
+    RETURNING d.id, d.seq, d.subscription_id
+)
+SELECT procrastinate_defer_jobs_v1(array_agg(
+           ROW($1::varchar, $2::varchar, 0, 'webhook:' || subscription_id, NULL::text,
+               jsonb_build_object('delivery_id', id), NULL::timestamptz)::procrastinate_job_to_defer_v1
+           ORDER BY seq))
+FROM marked HAVING count(*) > 0;
+
+-- name: webhook_delivery_for_send
+-- Delivery $1 with what sending it takes.
+SELECT d.id, d.body, d.status, d.attempts, d.first_attempt_at, s.url, s.secrets, s.active
+FROM webhook_delivery d JOIN webhook_subscription s ON s.id = d.subscription_id
+WHERE d.id = $1;
+
+-- name: webhook_attempted
+-- Records an attempt of delivery $1: its new status $2, the receiver's HTTP status $3 (or NULL), the error $4.
+UPDATE webhook_delivery
+SET status = $2, attempts = attempts + 1, first_attempt_at = coalesce(first_attempt_at, now()),
+    last_attempt_at = now(), last_status = $3, last_error = $4,
+    delivered_at = CASE WHEN $2 = 'delivered' THEN now() END,
+    queued = ($2 = 'pending')
+WHERE id = $1;
+
+-- name: webhook_unqueue
+-- Delivery $1 of a paused subscription: left pending, queued again once the subscription is resumed.
+UPDATE webhook_delivery SET queued = false WHERE id = $1 AND status = 'pending';
+
+-- name: webhook_deliveries
+-- The deliveries of tenant $1 (NULL: every tenant's), only the dead ones when $2, newest first, $3 at most.
+SELECT d.id, d.subscription_id, t.code AS tenant, d.status, d.changes, d.attempts, d.last_status, d.last_error,
+       d.created_at, d.last_attempt_at
+FROM webhook_delivery d JOIN tenant t ON t.id = d.tenant_id
+WHERE ($1::integer IS NULL OR d.tenant_id = $1) AND (NOT $2 OR d.status = 'dead')
+ORDER BY d.seq DESC LIMIT $3;
+
+-- name: webhook_replay
+-- Delivery $1 of tenant $2 (NULL: any tenant) to be sent again from the start, unless it is still pending:
+-- the dispatcher queues it; its id, hence its webhook-id, stays.
+UPDATE webhook_delivery
+SET status = 'pending', queued = false, attempts = 0, first_attempt_at = NULL, delivered_at = NULL
+WHERE id = $1 AND ($2::integer IS NULL OR tenant_id = $2) AND status <> 'pending'
+RETURNING tenant_id;
+
+-- name: webhook_delivery_status
+SELECT status FROM webhook_delivery WHERE id = $1 AND ($2::integer IS NULL OR tenant_id = $2);
+
+-- name: webhook_outbox_lag
+-- Seconds since the oldest delivery still pending was made (0: none), across tenants (migration 0021).
+SELECT gateway_webhook_outbox_lag();
+
+-- name: webhook_queue_private
+-- The job queue's tables (procrastinate's schema) are the webhook worker's, which connects as the owner: the
+-- API's role, given every table of later migrations by default, loses them.
+DO $$
+DECLARE
+    t regclass;
+BEGIN
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'gateway_app') THEN
+        FOR t IN SELECT c.oid::regclass FROM pg_class c
+                 WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'S')
+                   AND c.relname LIKE 'procrastinate\_%'
+        LOOP
+            EXECUTE format('REVOKE ALL ON %s FROM gateway_app', t);
+        END LOOP;
+    END IF;
+END $$;

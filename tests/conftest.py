@@ -14,7 +14,11 @@ import copy
 import json
 import logging
 import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from pathlib import Path
@@ -30,7 +34,7 @@ from forms import FORM_MODULES
 from gateway import auth
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.db import QUERIES, migrate
+from gateway.db import APP_ROLE, QUERIES, migrate, with_user
 from gateway.forms import Registry, build_registry
 
 PASSWORD = "correct horse battery"
@@ -388,8 +392,11 @@ async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, database_url=db_url, jwt_secret="s" * 40, pool_min_size=1,
-                    pool_max_size=8)
+    """The gateway as deployed: the API connects as the application role, held to row-level security (its
+    migration creates it, once per server, with the template); the owner is the tests' superuser. On a server
+    of DATABASE_URL, gateway_app must be able to log in there as the tests' own role does (trust, PGPASSWORD)."""
+    return Settings(data_dir=tmp_path, database_url=with_user(db_url, APP_ROLE), owner_url=db_url,
+                    jwt_secret="s" * 40, pool_min_size=1, pool_max_size=8)
 
 
 @pytest.fixture(scope="session")
@@ -556,3 +563,51 @@ async def sessions_waiting(conn: asyncpg.Connection, count: int = 1, event: str 
     raise AssertionError(f"{count} sessions never came to wait for a lock: " + str(await conn.fetch(
         "SELECT wait_event_type, wait_event, state, left(query, 60) AS q FROM pg_stat_activity"
         " WHERE datname = current_database() AND pid <> pg_backend_pid()")))
+
+
+class GatewayProcess:
+    """`gateway serve` with one worker (the process itself) on a port of its own, for tests that need a real
+    server: to kill and start again, to reach over TCP. Its output goes to a file rather than a pipe, so that a
+    test blocked in a synchronous call never leaves the worker stuck on a full pipe."""
+
+    def __init__(self, db_url: str, env: dict[str, str], output: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        # As deployed: the API as the application role, held to row-level security; migrations as the owner.
+        self.env = {**os.environ, "GATEWAY_LOG_LEVEL": "WARNING", "DATABASE_URL": with_user(db_url, APP_ROLE),
+                    "GATEWAY_OWNER_URL": db_url, **env}
+        self.output = output
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> None:
+        """Start, and return once it serves (it prints "Serving on" when its port accepts connections)."""
+        seen = self.output.stat().st_size if self.output.exists() else 0
+        with self.output.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port), "--workers", "1",
+                 "--no-demo"], env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while b"Serving on" not in self.output.read_bytes()[seen:]:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(self.output.read_text(errors="replace"))
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL: no request in flight gets an answer, nothing is cleaned up."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)

@@ -208,9 +208,9 @@ async def test_tenant_list_and_user_list_print_aligned_tables(gateway: Gateway,
     code, out = await gateway("tenant", "list")
     assert code == 0
     assert out.splitlines() == [
-        "CODE   NAME          BASE CURRENCY  LOCKED UNTIL  USERS",
-        "shop1  Cửa hàng Một  VND            -             2",
-        "us1    US shop       USD            2026-03-31    1",
+        "CODE   NAME          BASE CURRENCY  LOCKED UNTIL  USERS  RATE LIMIT  USER RATE LIMIT",
+        "shop1  Cửa hàng Một  VND            -             2      default     default",
+        "us1    US shop       USD            2026-03-31    1      default     default",
     ]
     code, out = await gateway("user", "list")
     assert code == 0

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from conftest import add_user, assert_envelope, login, sessions_waiting
 
-from gateway import idempotency
+from gateway import auth, idempotency
 
 BODY = b'{"form": "setCustomer", "data": [{"CustomerCode": "KH1", "CustomerName": "One"}]}'
 
@@ -147,6 +147,7 @@ async def test_a_claim_cut_short_is_released_before_its_connection_serves_again(
     digest = hashlib.sha256(b"SyncData\0" + BODY).digest()
     pool = app.state.gateway.pool
     async with pool.acquire() as conn:
+        await auth.principal_for(conn, app.state.gateway.tokens.decode(token))  # as a request starts: its tenant
         assert await idempotency.begin(conn, tenant, "cut", digest) is None
         assert await advisory_locks(db) == 1
     assert await advisory_locks(db) == 0

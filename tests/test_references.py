@@ -144,7 +144,7 @@ async def test_a_voucher_started_during_a_delete_sees_the_record_gone(vapi: Vouc
 async def test_a_period_locked_during_a_voucher_write_waits_for_it(vapi: VoucherApi, db: asyncpg.Connection,
                                                                    settings: Any) -> None:
     blocker, write = await _invoice_held_after_its_checks(vapi, db)
-    other = await asyncpg.connect(settings.database_url)
+    other = await asyncpg.connect(settings.owner_url)  # locking a period is administration
     try:
         lock = asyncio.create_task(tenants.lock_period(other, "acme", dt.date(2026, 3, 31)))
         await sessions_waiting(db, 1, "advisory")

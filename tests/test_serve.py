@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from gateway.db import APP_ROLE, with_user
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -21,7 +23,9 @@ def free_port() -> int:
 
 async def test_serve_creates_demo_user_once_and_serves_with_two_workers(db_url: str, tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": db_url, "GATEWAY_DATA_DIR": str(tmp_path)}
+    # As deployed: migrated by the owner, served as the role held to row-level security.
+    env = {**os.environ, "DATABASE_URL": with_user(db_url, APP_ROLE), "GATEWAY_OWNER_URL": db_url,
+           "GATEWAY_DATA_DIR": str(tmp_path)}
     env.pop("GATEWAY_JWT_SECRET", None)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", "2", env=env,
@@ -65,6 +69,7 @@ async def test_serve_creates_demo_user_once_and_serves_with_two_workers(db_url: 
         rest, _ = await asyncio.wait_for(proc.communicate(), 40)
         output += rest
     assert proc.returncode == 0, output.decode()
+    assert b"row_security_off" not in output  # the workers' role is held to row-level security
 
     # A second start on the same database creates no second demo user and prints no password.
     port = free_port()
