@@ -34,7 +34,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from . import idempotency
-from .db import QUERIES
+from .db import QUERIES, left_tenant, tenant_pending
 from .errors import MESSAGE_CHARS, BadRequest, DataStructureError, GatewayError, shorten, translate
 from .reports import ReportForm, parse_date
 
@@ -123,12 +123,17 @@ async def _insert(db: Db, kind: str, query: str, *args: Any) -> bool:
 async def record(db: Db, kind: str, *, tenant_id: int | None = None, tenant: str | None = None,
                  username: str | None = None, endpoint: str | None = None, form: str | None = None,
                  counts: dict[str, Any] | None = None, idempotency_key: str | None = None,
-                 status: int | None = None, detail: str | None = None) -> bool:
+                 status: int | None = None, detail: str | None = None, last: bool = False) -> bool:
     """One event of the current request. `tenant` is a tenant code (a token's claim), used when `tenant_id`
-    is not known."""
+    is not known. `last`: the request's last statement on `db`, which then also clears the tenant it set."""
     request_id, client_addr, duration = _request_fields()
-    return await _insert(db, kind, "audit_insert", tenant_id, tenant, username, kind, endpoint, form, counts,
-                         idempotency_key, request_id, client_addr, duration, status, detail)
+    leaving = last and tenant_pending(db)
+    recorded = await _insert(db, kind, "audit_insert_last" if leaving else "audit_insert", tenant_id, tenant,
+                             username, kind, endpoint, form, counts, idempotency_key, request_id, client_addr,
+                             duration, status, detail)
+    if leaving and recorded:
+        left_tenant(db)
+    return recorded
 
 
 async def user_event(db: Db, kind: str, username: str, *, endpoint: str, status: int | None = None,
@@ -232,11 +237,13 @@ class WriteTrail:
         await self._record(conn, answer.code, _counts(answer.extra.get("result")), shorten(detail, MESSAGE_CHARS))
 
     async def _record(self, conn: Db, status: int | None, counts: dict[str, Any] | None, detail: str | None) -> None:
-        recorded = await record(conn, WRITE, tenant=self.tenant, username=self.username,
-                                endpoint=self.endpoint, form=self.form, counts=counts, idempotency_key=self.key,
-                                status=status, detail=detail)
-        if recorded and random.random() < PURGE_CHANCE:
+        # The purge first, while the request's tenant is still set (row security: it deletes only its rows);
+        # the row is the request's last statement.
+        if random.random() < PURGE_CHANCE:
             await purge(conn, self.retention_days, PURGE_BATCH)
+        await record(conn, WRITE, tenant=self.tenant, username=self.username, endpoint=self.endpoint,
+                     form=self.form, counts=counts, idempotency_key=self.key, status=status, detail=detail,
+                     last=True)
 
 
 async def purge(db: Db, retention_days: int, batch: int = PURGE_BATCH) -> int:

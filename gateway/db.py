@@ -146,6 +146,18 @@ class GatewayConnection(asyncpg.Connection):
         return "\n".join(reset)
 
 
+def tenant_pending(conn: Any) -> bool:
+    """Whether a tenant set on `conn`'s session is still to be reset."""
+    return bool(getattr(conn, "tenant_reset", None))
+
+
+def left_tenant(conn: Any) -> None:
+    """Note that a statement has just cleared `conn`'s tenant (audit_insert_last): nothing left to reset."""
+    pending = getattr(conn, "tenant_reset", None)
+    if pending:
+        pending.clear()
+
+
 def enter_tenant(conn: Any) -> None:
     """Note that the next statement sets a tenant for `conn`'s session (gateway_principal and the functions
     like it in 0019_row_security.sql): the pool resets it when the connection comes back."""

@@ -35,6 +35,7 @@ from .feed import Cursors
 from .forms import ORDERED_TYPES, TEXT_TYPES, Column, MasterForm
 from .lenient import parse_date, quoted, text_problem
 from .responses import encode, plain
+from .sqlnames import ident
 
 log = structlog.get_logger("gateway")
 
@@ -56,10 +57,6 @@ INTEGER_RANGES = {"smallint": (-2**15, 2**15 - 1), "integer": (-2**31, 2**31 - 1
 # (forms.NUMBER_LIMIT), far fewer than what PostgreSQL (or the driver) refuses only once the query runs.
 NUMERIC_DIGITS = 100
 _REQUEST_KEYS = {"form", "id", "datefrom", "dateto", "filters", "fields", "order_by", "limit", "cursor", "since"}
-
-
-def _q(ident: str) -> str:
-    return f'"{ident}"'
 
 
 @dataclass
@@ -143,7 +140,7 @@ def _filters(form: MasterForm, sql: _Sql, filters: Any) -> None:
     conditions = 0
     for name, cond in filters.items():
         col = _column(form, name, "filters")
-        ref = _q(col.name)
+        ref = ident(col.name)
         if not isinstance(cond, dict):
             cond = {"eq": cond}
         if not cond:
@@ -262,13 +259,13 @@ def _after(sql: _Sql, order: list[tuple[Column, bool]], values: list[Any]) -> st
     directions = {desc for _, desc in order}
     if len(directions) == 1 and not any(c.nullable for c, _ in order):
         # One direction, no NULLs: a row comparison, which an index on these columns serves as a range.
-        cols = ", ".join(_q(c.name) for c, _ in order)
+        cols = ", ".join(ident(c.name) for c, _ in order)
         params = ", ".join(sql.bind(v, c.pgtype) for (c, _), v in zip(order, values))
         return f"({cols}) {'<' if directions == {True} else '>'} ({params})"
     ors = []
     eqs: list[str] = []
     for (col, desc), value in zip(order, values):
-        ref = _q(col.name)
+        ref = ident(col.name)
         if value is None:
             after = f"{ref} IS NOT NULL" if desc else "false"
             equal = f"{ref} IS NULL"
@@ -319,7 +316,7 @@ async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: 
     sql = _Sql()
     tenant_ref = sql.bind(tenant_id)
     for column, value in form.scope:  # the form's part of a shared table (vouchers)
-        sql.where.append(f"{_q(column)} = {sql.bind(value)}")
+        sql.where.append(f"{ident(column)} = {sql.bind(value)}")
     _filters(form, sql, body.get("filters"))
 
     key_id = body.get("id")
@@ -335,17 +332,17 @@ async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: 
             raise BadRequest(f"Field 'Id' must hold {len(form.key)} parts: {', '.join(form.key)}"
                              " (joined by '|' or as a list)", field="Id")
         for col, part in zip(form.key_columns, parts):
-            sql.where.append(f"{_q(col.name)} = {sql.bind(_value(col, part, 'Id'), col.pgtype)}")
+            sql.where.append(f"{ident(col.name)} = {sql.bind(_value(col, part, 'Id'), col.pgtype)}")
     date_from, date_to = _date(body, "dateFrom"), _date(body, "dateTo")
     if date_from:
         sql.where.append(f"updated_at >= {sql.bind(date_from, 'date')}")
     if date_to:
         sql.where.append(f"updated_at < {sql.bind(date_to, 'date')} + 1")
 
-    select = ", ".join(_q(c.name) for c in columns)
+    select = ", ".join(ident(c.name) for c in columns)
     if form.document_column:
-        select += f", {_q(form.document_column)}"
-    table = _q(form.table)
+        select += f", {ident(form.document_column)}"
+    table = ident(form.table)
     since = body.get("since")
     if since is not None:
         if body.get("cursor") or body.get("order_by"):
@@ -358,13 +355,13 @@ async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: 
         cutoff = await conn.fetchval(QUERIES["feed_cutoff"], tenant_id)
         xid, log_id, ord_ = (sql.bind(position[0]), sql.bind(position[1]), sql.bind(position[2]))
         rows_of_form = " AND ".join([f"tenant_id = {tenant_ref}", *sql.where])
-        key_join = " AND ".join(f"t.{_q(c.name)} = (e.k->>{i})::{c.pgtype}" for i, c in enumerate(form.key_columns))
+        key_join = " AND ".join(f"t.{ident(c.name)} = (e.k->>{i})::{c.pgtype}" for i, c in enumerate(form.key_columns))
         # The change feed in order, each entry joined to the record's current state (or its tombstone) if
         # that entry made it: a record changed several times comes once, at its latest change.
         key_join += " AND t.change_seq = l.id"
         query = (
-            f"SELECT {', '.join('t.' + _q(c.name) for c in columns)},"
-            f"{' t.' + _q(form.document_column) + ',' if form.document_column else ''} t.deleted,"
+            f"SELECT {', '.join('t.' + ident(c.name) for c in columns)},"
+            f"{' t.' + ident(form.document_column) + ',' if form.document_column else ''} t.deleted,"
             " l.xid::text AS _xid, l.id AS _id, e.ord AS _ord\n"
             "FROM change_log l CROSS JOIN LATERAL jsonb_array_elements(l.keys) WITH ORDINALITY AS e(k, ord)\n"
             f"JOIN (SELECT * FROM {table} WHERE {rows_of_form}) t ON {key_join}\n"
@@ -400,10 +397,10 @@ async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: 
             raise BadRequest("Field 'cursor' must be a string", field="cursor")
         sql.where.append(_after(sql, order, _decode_cursor(cursor, sig, order)))
     where = " AND ".join([f"tenant_id = {tenant_ref}", "NOT deleted", *sql.where])
-    order_sql = ", ".join(f"{_q(c.name)}{' DESC' if d else ''}" for c, d in order)
+    order_sql = ", ".join(f"{ident(c.name)}{' DESC' if d else ''}" for c, d in order)
     if not paged:
         # Only what a record is made of, in the order the renderer reads it.
-        wanted = _q(form.document_column) if form.document_column else ", ".join(_q(c.name) for c in columns)
+        wanted = ident(form.document_column) if form.document_column else ", ".join(ident(c.name) for c in columns)
         query = f"SELECT {wanted} FROM {table} WHERE {where} ORDER BY {order_sql}"
         render = _rows_renderer(form, columns)
         if pool is None:
@@ -411,7 +408,7 @@ async def get(conn: asyncpg.Connection, form: MasterForm, tenant_id: int, body: 
             return {"records": len(data), "data": data}
         chunk = STREAM_CHUNK_DOCUMENTS if form.document_column else STREAM_CHUNK_ROWS
         return StreamedPull(pool, query, sql.params, render, chunk, tenant_id)
-    order_cols = ", ".join(f"{_q(c.name)} AS _o{i}" for i, (c, _) in enumerate(order))
+    order_cols = ", ".join(f"{ident(c.name)} AS _o{i}" for i, (c, _) in enumerate(order))
     query = (f"SELECT {select}, {order_cols} FROM {table} WHERE {where} ORDER BY {order_sql}"
              f" LIMIT {sql.bind(limit + 1)}")
     rows = await conn.fetch(query, *sql.params)

@@ -1005,6 +1005,12 @@ SELECT u.tenant_id, t.code AS tenant_code FROM app_user u JOIN tenant t ON t.id 
 -- owner's rights: the event's tenant need not be the session's (0019_row_security.sql).
 SELECT gateway_audit_insert($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13);
 
+-- name: audit_insert_last
+-- audit_insert as the request's last statement: the tenant it set for the session is cleared in the same round
+-- trip, so the pool has nothing left to reset (gateway/db.py GatewayConnection).
+SELECT gateway_audit_insert($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13),
+       set_config('gateway.tenant_id', '', false);
+
 -- name: audit_insert_user
 -- An event about the user a request names ($1): recorded under the user's tenant, and with the name only when
 -- it is a user's (a login's name may be a password typed in the wrong field).

@@ -217,6 +217,40 @@ async def test_a_connection_goes_back_to_the_pool_without_its_tenant(
         await pool.close()
 
 
+async def test_a_write_requests_audit_row_clears_its_tenant_so_the_pool_has_nothing_to_reset(
+        two_tenants: dict[str, int], settings: Settings, registry: Any, db: asyncpg.Connection,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit row is a write request's last statement: it clears the tenant in the same round trip. A
+    refused write (a 601; a 422 raised once the user's row was read) leaves its connection the same way."""
+    resets: list[str] = []
+    reset_query = gwdb.GatewayConnection.get_reset_query
+
+    def watched(conn: gwdb.GatewayConnection) -> str:
+        resets.append(reset_query(conn))
+        return resets[-1]
+
+    monkeypatch.setattr(gwdb.GatewayConnection, "get_reset_query", watched)
+    app = create_app(dataclasses.replace(settings, pool_min_size=1, pool_max_size=1), registry)
+    async with app.router.lifespan_context(app):
+        pool = app.state.gateway.pool
+        token = await issue_token(app, db, "south1")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+            for record, key, code in (({"CustomerCode": "KH7", "CustomerName": "Seven"}, "k1", 200),
+                                      ({"CustomerCode": "KH8"}, "k2", 601),  # no name
+                                      ({"CustomerCode": "KH9", "CustomerName": "Nine"}, "k1", 422)):  # k1 reused
+                resp = await client.post("/api/SyncData", json={"form": "setCustomer", "data": [record]},
+                                         headers={"Authorization": token, "Idempotency-Key": key})
+                assert resp.json()["code"] == code, resp.text
+                assert resets[-1] == ""  # the request left nothing for the pool's reset to do
+                async with pool.acquire() as conn:
+                    assert await conn.fetchval("SELECT gateway_tenant()") is None
+                    assert await conn.fetchval("SELECT count(*) FROM customer") == 0
+    rows = await db.fetch("SELECT status FROM audit_log WHERE kind = 'write' AND idempotency_key IN ('k1', 'k2')"
+                          " ORDER BY id")
+    assert [r["status"] for r in rows] == [200, 601, 422]
+
+
 async def test_the_streamed_pull_reads_the_tenants_rows_on_its_own_connection(
         two_tenants: dict[str, int], client: httpx.AsyncClient, app: Any, db: asyncpg.Connection) -> None:
     token = await issue_token(app, db, "south1")

@@ -372,3 +372,27 @@ async def test_refreshes_refusals_and_logouts_are_audited_without_the_tokens(
     text = json.dumps(rows)
     for secret in (first["refreshtoken"], second["refreshtoken"], other["accesstoken"], PASSWORD):
         assert secret not in text
+
+
+def test_a_verified_token_is_kept_but_still_refused_once_expired(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker verifies a token's signature once; every later use still checks its expiry and its key."""
+    tokens = auth.TokenService(SECRET, ttl_seconds=60, issuer="erp-sync-gateway", audience="erp-sync-api")
+    issued = tokens.issue("alice", "acme", "writer")
+    first = tokens.decode(issued.token)
+    assert tokens.decode(issued.token) is first  # kept: not decoded again
+    # A token differing in one character is another token: verified, and refused.
+    forged = issued.token[:-2] + ("A" if issued.token[-2] != "A" else "B") + issued.token[-1]
+    with pytest.raises(auth.Unauthorized, match="invalid"):
+        tokens.decode(forged)
+    monkeypatch.setattr(auth.time, "time", lambda: float(first["exp"]))
+    with pytest.raises(auth.Unauthorized, match="expired"):
+        tokens.decode(issued.token)
+
+
+def test_the_verified_tokens_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "VERIFIED_TOKENS", 3)
+    tokens = auth.TokenService(SECRET, ttl_seconds=60, issuer="erp-sync-gateway", audience="erp-sync-api")
+    issued = [tokens.issue(f"user{i}", "acme", "writer").token for i in range(5)]
+    claims = [tokens.decode(token) for token in issued]
+    assert list(tokens._verified) == issued[2:]  # the oldest went first
+    assert [tokens.decode(token)["sub"] for token in issued] == [c["sub"] for c in claims]
